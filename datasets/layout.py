@@ -1,0 +1,92 @@
+"""The ScribbleSup layout (SPEC §1) in one place: folder names, id lists, class names.
+
+    <root>/ImageSets/SegmentationAug/{train,val}.txt
+    <root>/JPEGImages/<id>.jpg
+    <root>/SegmentationClassAug/<id>.png   full masks (validation only)
+    <root>/pascal_2012_scribble/<id>.png   scribbles, 0..C-1, 255 unlabelled
+    <root>/<pseudo>/<id>.png               pseudo-labels, 0..C-1, 255 ignore
+    <root>/distance_map/<id>.png           D_s (uint8, L or RGB: channel 0)
+    <root>/distance_pseudo/<id>.png        D_c
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+    "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+# Tag names used by the ScribbleSup XML files, in label order.
+SCRIBBLE_TAGS = (
+    "background", "plane", "bike", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "table", "dog", "horse", "motorbike", "person", "plant", "sheep",
+    "sofa", "train", "monitor",
+)
+NUM_CLASSES = len(CLASSES)
+IGNORE_INDEX = 255
+
+IMAGE_DIR = "JPEGImages"
+SPLIT_DIR = os.path.join("ImageSets", "SegmentationAug")
+PSEUDO_SYNTHETIC = "pseudo_label"  # the synthetic set's pseudo-label folder
+
+# Field name -> default folder. "pseudo" has no default: the caller names it.
+DEFAULT_FOLDERS = {
+    "image": IMAGE_DIR,
+    "scribble": "pascal_2012_scribble",
+    "pseudo": None,
+    "dist_s": "distance_map",
+    "dist_c": "distance_pseudo",
+    "mask": "SegmentationClassAug",
+}
+FIELDS = tuple(DEFAULT_FOLDERS)            # every file-backed field
+LABEL_FIELDS = ("scribble", "pseudo", "mask")   # class indices, padded with 255
+MAP_FIELDS = ("dist_s", "dist_c")               # distance maps, padded with 0
+
+
+class DatasetError(RuntimeError):
+    """A problem with the data on disk; the message names the file and the problem."""
+
+
+def read_ids(path: str) -> list[str]:
+    """Ids of a split list: one per line; blank lines and a missing trailing newline are fine."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: id list not found")
+    with open(path, encoding="utf-8") as f:
+        ids = [line.strip() for line in f]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise DatasetError(f"{path}: id list is empty")
+    return ids
+
+
+def split_path(root: str, split: str) -> str:
+    """`train` / `val` -> <root>/ImageSets/SegmentationAug/<split>.txt; an existing path is kept."""
+    if os.path.isfile(split) or split.endswith(".txt"):
+        return split if os.path.isabs(split) or os.path.isfile(split) else os.path.join(root, split)
+    return os.path.join(root, SPLIT_DIR, f"{split}.txt")
+
+
+@dataclass
+class Layout:
+    """Where each field of an id lives under `root`. Folder names are overridable per field."""
+
+    root: str
+    folders: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = set(self.folders) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}; known: {FIELDS}")
+        self.folders = {**DEFAULT_FOLDERS, **{k: v for k, v in self.folders.items() if v}}
+
+    def folder(self, name: str) -> str:
+        sub = self.folders[name]
+        if sub is None:
+            raise DatasetError(f"no folder given for field '{name}' (name the pseudo-label folder)")
+        return os.path.join(self.root, sub)
+
+    def path(self, name: str, id_: str) -> str:
+        ext = ".jpg" if name == "image" else ".png"
+        return os.path.join(self.folder(name), id_ + ext)
