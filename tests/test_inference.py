@@ -1,0 +1,171 @@
+"""Sliding-window, multi-scale inference (SPEC §7) with a tiny stride-8 stand-in network."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.inference import (multi_scale_predict, predict_scale, scaled_size,
+                             sliding_window_windows, upsample_logits)
+
+CROP, STRIDE = 32, math.ceil(32 * 2 / 3)  # 22
+
+
+class TinyNet(nn.Module):
+    """Stride-8 'segmenter': average pool then a 3x3 conv (zero padding makes it position-aware)."""
+
+    def __init__(self, num_classes=5, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.pool = nn.AvgPool2d(8, 8, ceil_mode=True)
+        self.conv = nn.Conv2d(3, num_classes, 3, padding=1)
+        self.batch_sizes = []
+
+    def forward(self, x):
+        self.batch_sizes.append(x.shape[0])
+        return {"out": self.conv(self.pool(x)) * 4}
+
+
+def _net():
+    return TinyNet().eval()
+
+
+def _image(h, w, seed=1):
+    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("n, starts", [
+    (20, [0]),             # smaller than the crop: one window, the image is padded
+    (32, [0]),             # exactly the crop
+    (54, [0, 22]),         # crop + stride: exact multiple
+    (76, [0, 22, 44]),     # crop + 2 strides
+    (60, [0, 22, 28]),     # last window pulled back to the border
+])
+def test_window_starts_per_axis(n, starts):
+    wins = sliding_window_windows(n, 20, CROP, STRIDE)  # the short axis gets one window
+    assert wins == [(y, 0) for y in starts]
+    assert sliding_window_windows(20, n, CROP, STRIDE) == [(0, x) for x in starts]
+
+
+@pytest.mark.parametrize("h, w", [(20, 25), (32, 32), (54, 76), (60, 33), (97, 41)])
+def test_windows_cover_every_pixel(h, w):
+    hp, wp = max(h, CROP), max(w, CROP)  # what predict_scale pads to
+    wins = sliding_window_windows(hp, wp, CROP, STRIDE)
+    count = torch.zeros(hp, wp)
+    for y, x in wins:
+        assert 0 <= y <= hp - CROP and 0 <= x <= wp - CROP
+        count[y:y + CROP, x:x + CROP] += 1
+    assert count.min() >= 1
+    ny = math.ceil((hp - CROP) / STRIDE) + 1
+    nx = math.ceil((wp - CROP) / STRIDE) + 1
+    assert len(wins) == len(set(wins)) == ny * nx
+
+
+def test_window_counts_by_hand():
+    # 60 px, crop 32, stride 22: windows at 0, 22 and 28 (pulled back to the border)
+    count = torch.zeros(60)
+    for y, _ in sliding_window_windows(60, 32, CROP, STRIDE):
+        count[y:y + CROP] += 1
+    want = torch.tensor([1] * 22 + [2] * 6 + [3] * 4 + [2] * 22 + [1] * 6, dtype=torch.float)
+    assert torch.equal(count, want)
+
+
+def _reference_predict(model, image, crop=CROP, stride_rate=2 / 3):
+    """The authors' scale_process, one window at a time (pad centred, flush last window)."""
+    _, _, h, w = image.shape
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    img = F.pad(image, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    nh, nw = img.shape[-2:]
+    stride = math.ceil(crop * stride_rate)
+    pred, cnt = None, torch.zeros(nh, nw)
+    for ih in range(math.ceil((nh - crop) / stride) + 1 if nh > crop else 1):
+        for iw in range(math.ceil((nw - crop) / stride) + 1 if nw > crop else 1):
+            eh, ew = min(ih * stride + crop, nh), min(iw * stride + crop, nw)
+            sh, sw = eh - crop, ew - crop
+            with torch.no_grad():
+                out = model(img[..., sh:eh, sw:ew])["out"]
+            p = F.interpolate(out, (crop, crop), mode="bilinear", align_corners=True).softmax(1)[0]
+            pred = torch.zeros(p.shape[0], nh, nw) if pred is None else pred
+            pred[:, sh:eh, sw:ew] += p
+            cnt[sh:eh, sw:ew] += 1
+    pred /= cnt
+    return pred[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w][None]
+
+
+@pytest.mark.parametrize("h, w", [(20, 25), (54, 76), (60, 33)])
+def test_predict_scale_matches_one_window_at_a_time_reference(h, w):
+    model, img = _net(), _image(h, w)
+    got = predict_scale(model, img, crop=CROP)
+    assert got.shape == (1, 5, h, w)
+    torch.testing.assert_close(got, _reference_predict(model, img), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got.sum(1), torch.ones(1, h, w))
+
+
+def test_batched_and_single_window_inference_agree():
+    model, img = _net(), _image(60, 119)  # 3 x 5 = 15 windows
+    one = predict_scale(model, img, crop=CROP, crop_batch=1)
+    assert model.batch_sizes == [1] * 15
+    model.batch_sizes.clear()
+    four = predict_scale(model, img, crop=CROP, crop_batch=4)
+    assert model.batch_sizes == [4, 4, 4, 3]
+    torch.testing.assert_close(four, one, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(predict_scale(model, img, crop=CROP, crop_batch=64), one,
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_multi_scale_shape_and_normalisation():
+    img = _image(37, 50)
+    probs = multi_scale_predict(_net(), img, scales=(0.5, 1.0, 1.5), base_size=48, crop=CROP)
+    assert probs.shape == (1, 5, 37, 50)
+    assert probs.min() >= 0
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 37, 50))
+
+
+def test_single_scale_at_native_size_is_predict_scale():
+    model, img = _net(), _image(37, 50)
+    got = multi_scale_predict(model, img, scales=(1.0,), base_size=50, crop=CROP)
+    torch.testing.assert_close(got, predict_scale(model, img, crop=CROP))
+
+
+def test_multi_scale_averages_scales_and_flips():
+    model, img = _net(), _image(30, 44)
+    got = multi_scale_predict(model, img, scales=(1.0, 2.0), base_size=44, crop=CROP, flip=True)
+    parts = []
+    for size in ((30, 44), (60, 88)):
+        x = F.interpolate(img, size, mode="bilinear", align_corners=False) if size != (30, 44) else img
+        for f in (False, True):
+            p = predict_scale(model, x.flip(-1) if f else x, crop=CROP)
+            p = p.flip(-1) if f else p
+            parts.append(F.interpolate(p, (30, 44), mode="bilinear", align_corners=False))
+    torch.testing.assert_close(got, sum(parts) / 4)
+
+
+def test_scaled_size_keeps_aspect_and_rounds_half_up():
+    assert scaled_size(375, 500, 256) == (192, 256)
+    assert scaled_size(500, 333, 384) == (384, 256)   # 255.74 -> 256
+    assert scaled_size(1, 2, 5) == (3, 5)             # 2.5 -> 3 (Python's round would give 2)
+    assert scaled_size(40, 40, 20) == (20, 20)
+
+
+def test_amp_runs_and_stays_close():
+    model, img = _net(), _image(40, 40)
+    full = predict_scale(model, img, crop=CROP)
+    half = predict_scale(model, img, crop=CROP, amp=True)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, atol=3e-2, rtol=0)
+
+
+def test_upsample_logits_uses_align_corners_true():
+    x = torch.randn(1, 2, 3, 4)
+    torch.testing.assert_close(upsample_logits(x, (9, 13)),
+                               F.interpolate(x, (9, 13), mode="bilinear", align_corners=True))
+    assert upsample_logits(x, (3, 4)) is x
+
+
+def test_bad_input_is_refused():
+    model = TinyNet()  # still in training mode
+    with pytest.raises(ValueError, match="eval"):
+        predict_scale(model, _image(10, 10), crop=CROP)
+    with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
+        multi_scale_predict(_net(), torch.randn(2, 3, 10, 10), crop=CROP)

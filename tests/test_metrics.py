@@ -1,0 +1,126 @@
+"""Confusion matrix and scores (SPEC §7) on hand-made label maps, against torchmetrics."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from PIL import Image
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from utils.metrics import (ConfusionMeter, confusion_matrix, format_report, plot_confusion,
+                           plot_iou_bars, scores)
+
+# 4 classes; class 3 appears in neither map; 255 = ignore
+TARGET = torch.tensor([[0, 0, 1, 1],
+                       [0, 2, 2, 255],
+                       [255, 2, 1, 0]])
+PRED = torch.tensor([[0, 1, 1, 1],
+                     [0, 2, 0, 3],       # the prediction under an ignored pixel is not counted
+                     [2, 2, 1, 0]])
+# rows = ground truth: gt 0 -> pred 0,1,0,0 ; gt 1 -> 1,1,1 ; gt 2 -> 2,0,2
+CONF = torch.tensor([[3, 1, 0, 0],
+                     [0, 3, 0, 0],
+                     [1, 0, 2, 0],
+                     [0, 0, 0, 0]])
+
+
+def test_confusion_matrix_by_hand():
+    conf = confusion_matrix(PRED, TARGET, 4)
+    assert conf.dtype == torch.long
+    assert torch.equal(conf, CONF)
+
+
+def test_confusion_matrix_matches_torchmetrics():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 6, (2, 17, 23), generator=g)
+    t[t == 5] = 255
+    p = torch.randint(0, 5, (2, 17, 23), generator=g)
+    want = multiclass_confusion_matrix(p, t, num_classes=5, ignore_index=255)
+    assert torch.equal(confusion_matrix(p, t, 5), want.long())
+    assert torch.equal(confusion_matrix(PRED, TARGET, 4),
+                       multiclass_confusion_matrix(PRED, TARGET, num_classes=4, ignore_index=255).long())
+
+
+def test_scores_by_hand_with_absent_class():
+    s = scores(CONF)
+    # IoU = tp / (gt + pred - tp): 3/(4+4-3), 3/(3+4-3), 2/(3+2-2), absent
+    iou = [3 / 5, 3 / 4, 2 / 3]
+    assert s["iou"][:3] == pytest.approx(iou)
+    assert math.isnan(s["iou"][3])
+    assert s["miou"] == pytest.approx(sum(iou) / 3)
+    assert s["pixel_acc"] == pytest.approx(8 / 10)
+    assert s["recall"][:3] == pytest.approx([3 / 4, 1, 2 / 3]) and math.isnan(s["recall"][3])
+    assert s["mean_acc"] == pytest.approx((3 / 4 + 1 + 2 / 3) / 3)
+    assert s["precision"][:3] == pytest.approx([3 / 4, 3 / 4, 1]) and math.isnan(s["precision"][3])
+
+
+def test_class_predicted_but_absent_from_ground_truth_scores_zero():
+    conf = torch.tensor([[2, 1], [0, 0]])  # class 1 only predicted
+    s = scores(conf)
+    assert s["iou"] == pytest.approx([2 / 3, 0.0])
+    assert s["miou"] == pytest.approx(1 / 3)
+
+
+def test_out_of_range_labels_are_errors():
+    with pytest.raises(ValueError, match="ground truth"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 7]), 4)
+    with pytest.raises(ValueError, match="prediction"):
+        confusion_matrix(torch.tensor([0, 4]), torch.tensor([0, 1]), 4)
+    with pytest.raises(ValueError, match="shape"):
+        confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 4)
+
+
+def test_meter_accumulates_and_all_reduce_is_noop_without_dist():
+    m = ConfusionMeter(4)
+    m.update(PRED[:2], TARGET[:2])
+    m.update(PRED[2:], TARGET[2:].to(torch.uint8))
+    assert torch.equal(m.all_reduce().conf, CONF)
+    assert m.scores()["miou"] == pytest.approx(scores(CONF)["miou"])
+    m.reset()
+    assert m.conf.sum() == 0
+
+
+def _rank_worker(r, world, init_file, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=world)
+    m = ConfusionMeter(4)
+    m.update(PRED[r::2], TARGET[r::2])  # rank 0 gets rows 0 and 2, rank 1 row 1
+    m.all_reduce()
+    if r == 0:
+        torch.save(m.conf, out_file)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_all_reduce_sums_over_ranks(tmp_path):
+    out = tmp_path / "conf.pt"
+    # fork: the workers need no fresh interpreter (spawn would re-import torch twice, seconds)
+    mp.start_processes(_rank_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2,
+                       join=True, start_method="fork")
+    assert torch.equal(torch.load(out), CONF)
+
+
+def test_format_report():
+    names = ["background", "cat", "dog", "unicorn"]
+    text = format_report(scores(CONF), names)
+    lines = text.splitlines()
+    assert lines[0] == f"mIoU: {100 * (3 / 5 + 3 / 4 + 2 / 3) / 3:.2f}"
+    assert "pixel accuracy: 80.00" in lines
+    assert any(ln.split() == ["background:", "60.00"] for ln in lines)
+    assert any(ln.split() == ["dog:", "66.67"] for ln in lines)
+    assert any(ln.split() == ["unicorn:", "n/a"] for ln in lines)
+
+
+def test_plots_are_written_atomically(tmp_path):
+    names = ["background", "cat", "dog", "unicorn"]
+    bars, mat = tmp_path / "iou.png", tmp_path / "sub" / "conf.png"
+    plot_iou_bars(scores(CONF), names, str(bars))
+    plot_confusion(CONF, names, str(mat))
+    for p in (bars, mat):
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+            assert np.asarray(im.convert("L")).std() > 0  # not a blank canvas
+    leftovers = [f for f in os.listdir(tmp_path) + os.listdir(tmp_path / "sub") if ".tmp" in f]
+    assert leftovers == []
