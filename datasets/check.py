@@ -1,0 +1,195 @@
+"""Dataset checker for the ScribbleSup layout (SPEC §1), run by train.py / eval.py at start-up.
+
+    python -m datasets.check --root VOC2012 [--pseudo NAME] [--split train|val|all] [--quick]
+
+For every id of a split list, every file the split needs exists and has the image's size
+(header read only). The deep check (default; --quick skips it) also decodes every file and
+checks label values (scribble, pseudo, mask) are in {0..C-1, 255}. Problems name the file;
+the CLI prints the first ones and counts per kind, and exits 1 if there are any.
+
+Fields per split, unless the caller says otherwise: train -> image, scribble, dist_s, dist_c
+(+ pseudo when a pseudo-label folder is named); val -> image, mask. Any split not named
+"val" is treated as a training split.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.layout import (FIELDS, IGNORE_INDEX, LABEL_FIELDS, NUM_CLASSES, DatasetError, Layout,
+                             read_ids, split_path)
+from utils.io import image_size, read_image, read_label
+
+KINDS = ("id_list", "missing", "unreadable", "size", "label_value")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str      # one of KINDS
+    path: str      # the file (or folder / id list) at fault
+    message: str   # names the file and says what is wrong
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def default_fields(split: str, pseudo: bool = False) -> tuple[str, ...]:
+    """The fields a split's consumer reads: validation needs masks, training the rest."""
+    if os.path.splitext(os.path.basename(split))[0] == "val":
+        return ("image", "mask")
+    return ("image", "scribble", "dist_s", "dist_c") + (("pseudo",) if pseudo else ())
+
+
+def _hw(hw: tuple[int, int]) -> str:
+    return f"{hw[1]}x{hw[0]}"
+
+
+def _check_file(path: str, name: str, deep: bool, num_classes: int):
+    """((H, W), problems) of one file; (None, [problem]) when it is missing or unreadable."""
+    try:
+        if not deep:
+            return image_size(path), []
+        arr = read_image(path) if name == "image" else read_label(path)
+    except FileNotFoundError:
+        return None, [Problem("missing", path, f"{path}: {name} file not found")]
+    except OSError as e:  # utils.io messages start with the path
+        return None, [Problem("unreadable", path, str(e))]
+    problems = []
+    if name in LABEL_FIELDS:
+        bad = (arr >= num_classes) & (arr != IGNORE_INDEX)
+        if bad.any():
+            values = np.unique(arr[bad]).tolist()
+            shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+            problems.append(Problem("label_value", path,
+                                    f"{path}: {name} has value(s) {shown} outside 0..{num_classes - 1} "
+                                    f"and {IGNORE_INDEX} ({int(bad.sum())} pixels)"))
+    return arr.shape[:2], problems
+
+
+def check_split(layout: Layout, ids: list[str], fields: Sequence[str], num_classes: int = NUM_CLASSES,
+                deep: bool = True, progress: bool = False) -> list[Problem]:
+    """Problems with the files of `ids` for `fields` (a missing folder is one problem, not one per id)."""
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; known: {FIELDS}")
+    # The image first: it is the size every other file must have.
+    fields = sorted(dict.fromkeys(fields), key=lambda f: f != "image")
+    problems = []
+    present = []
+    for name in fields:
+        folder = layout.folder(name)
+        if os.path.isdir(folder):
+            present.append(name)
+        else:
+            problems.append(Problem("missing", folder, f"{folder}: {name} folder not found "
+                                                       f"({len(ids)} ids need it)"))
+    for id_ in tqdm(ids, desc="checking", unit="id", disable=not progress):
+        ref = None  # (hw, name, path) of the first readable file, the image when there is one
+        for name in present:
+            path = layout.path(name, id_)
+            hw, found = _check_file(path, name, deep, num_classes)
+            problems += found
+            if hw is None:
+                continue
+            if ref is None:
+                ref = (hw, name, path)
+            elif hw != ref[0]:
+                problems.append(Problem("size", path, f"{path}: {name} is {_hw(hw)} but {ref[1]} "
+                                                      f"{ref[2]} is {_hw(ref[0])} (WxH)"))
+    return problems
+
+
+@dataclass
+class CheckReport:
+    root: str
+    deep: bool
+    problems: list[Problem] = field(default_factory=list)
+    ids_checked: dict[str, int] = field(default_factory=dict)     # split -> number of ids
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # split -> fields checked
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        return dict(collections.Counter(p.kind for p in self.problems))
+
+    def summary(self, max_shown: int = 20) -> str:
+        splits = ", ".join(f"{s} {n} ids [{', '.join(self.fields.get(s, ()))}]"
+                           for s, n in self.ids_checked.items()) or "no ids"
+        head = f"dataset {self.root} ({'deep' if self.deep else 'quick'} check): {splits}"
+        if self.ok:
+            return f"{head}\nOK: no problems"
+        counts = ", ".join(f"{k} {n}" for k, n in self.counts().items())
+        lines = [head, f"{len(self.problems)} problem(s): {counts}"]
+        lines += [f"  {p.kind}: {p.message}" for p in self.problems[:max_shown]]
+        if len(self.problems) > max_shown:
+            lines.append(f"  ... and {len(self.problems) - max_shown} more")
+        return "\n".join(lines)
+
+
+def check_dataset(root: str, splits: Sequence[str] = ("train", "val"), pseudo: str | None = None,
+                  folders: dict | None = None, num_classes: int = NUM_CLASSES, deep: bool = True,
+                  fields_by_split: dict | None = None, progress: bool = False) -> CheckReport:
+    """Check every split of `root`; `pseudo` names the pseudo-label folder (checked for training)."""
+    report = CheckReport(root=root, deep=deep)
+    if not os.path.isdir(root):
+        report.problems.append(Problem("missing", root, f"{root}: dataset root not found"))
+        return report
+    layout = Layout(root, {**(folders or {}), **({"pseudo": pseudo} if pseudo else {})})
+    for split in splits:
+        fields = tuple((fields_by_split or {}).get(split) or
+                       default_fields(split, layout.folders["pseudo"] is not None))
+        report.fields[split] = fields
+        path = split_path(root, split)
+        try:
+            ids = read_ids(path)
+        except DatasetError as e:
+            report.problems.append(Problem("id_list", path, str(e)))
+            report.ids_checked[split] = 0
+            continue
+        for id_, n in collections.Counter(ids).items():
+            if n > 1:
+                report.problems.append(Problem("id_list", path, f"{path}: id '{id_}' listed {n} times"))
+        ids = list(dict.fromkeys(ids))
+        report.ids_checked[split] = len(ids)
+        report.problems += check_split(layout, ids, fields, num_classes, deep, progress)
+    return report
+
+
+def require_dataset(root: str, splits: Sequence[str] = ("train", "val"), pseudo: str | None = None,
+                    folders: dict | None = None, num_classes: int = NUM_CLASSES, deep: bool = True,
+                    fields_by_split: dict | None = None) -> CheckReport:
+    """check_dataset, raising DatasetError with the summary when anything is wrong."""
+    report = check_dataset(root, splits, pseudo, folders, num_classes, deep, fields_by_split)
+    if not report.ok:
+        raise DatasetError(report.summary())
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m datasets.check", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", required=True, help="dataset root (VOC2012 in the ScribbleSup layout)")
+    ap.add_argument("--pseudo", default=None, help="pseudo-label folder under root, checked for train")
+    ap.add_argument("--split", default="all", choices=("train", "val", "all"))
+    ap.add_argument("--quick", action="store_true",
+                    help="existence and header sizes only (no decoding, no label values)")
+    ap.add_argument("--num-classes", type=int, default=NUM_CLASSES)
+    ap.add_argument("--max-shown", type=int, default=20, help="problems listed (all are counted)")
+    args = ap.parse_args(argv)
+    splits = ("train", "val") if args.split == "all" else (args.split,)
+    report = check_dataset(args.root, splits, pseudo=args.pseudo, num_classes=args.num_classes,
+                           deep=not args.quick, progress=True)
+    print(report.summary(args.max_shown), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

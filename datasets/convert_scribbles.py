@@ -1,0 +1,204 @@
+"""ScribbleSup XML scribbles -> PNG label maps (SPEC §1).
+
+    python -m datasets.convert_scribbles --xml scribble_annotation/pascal_2012 \\
+        --images VOC2012/JPEGImages --out VOC2012/pascal_2012_scribble
+
+One XML per image (`<id>.xml`, the id is taken from the file name):
+
+    <annotation>
+      <filename>2007_000032.jpg</filename>
+      <size><width>500</width><height>281</height></size>
+      <polygon>
+        <tag>plane</tag>
+        <point><X>105</X><Y>110</Y></point> <point>...</point> ...
+      </polygon>
+      ...
+    </annotation>
+
+Canvas of the image size filled with 255 (unlabelled); each <polygon>, in file order, is an
+open polyline through its points (1-based, shifted to 0-based and clamped to the image),
+3 px wide, drawn with the class index of its <tag> (background strokes as 0; later strokes
+overwrite earlier ones). Tags are the short ScribbleSup names (layout.SCRIBBLE_TAGS); the
+long VOC names (layout.CLASSES) are accepted too.
+
+Bad files (malformed XML, unknown tag, <size> disagreeing with the JPEG, missing JPEG) are
+collected, not fatal: every good file is still written (atomically), the bad ones are not,
+all problems are listed at the end and the CLI exits 1, so one run shows every problem.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from datasets.layout import CLASSES, SCRIBBLE_TAGS, DatasetError
+from utils.io import image_size as read_image_size
+from utils.io import save_png
+
+CLASS_OF_TAG = {**{n: i for i, n in enumerate(CLASSES)}, **{n: i for i, n in enumerate(SCRIBBLE_TAGS)}}
+UNLABELLED = 255
+# OpenCV draws a line of thickness t as a band of half-width t/2 rounded *up* for odd t
+# (t=2 -> 3 px, t=3 -> 5 px, for every OpenCV version), so a 3-px stroke is thickness 2.
+_CV_THICKNESS_3PX = 2
+
+
+def _text(elem: ET.Element, tag: str, where: str) -> str:
+    child = elem.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise ValueError(f"{where} has no <{tag}>")
+    return child.text.strip()
+
+
+def _number(elem: ET.Element, tag: str, where: str) -> int:
+    text = _text(elem, tag, where)
+    try:
+        return int(round(float(text)))
+    except ValueError:
+        raise ValueError(f"{where}: <{tag}> is not a number: '{text}'") from None
+
+
+def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W) uint8 scribble label map of one XML file.
+
+    `image_size` (H, W) is the real image's size; the XML's <size> must agree with it. Without
+    it, the XML's <size> sets the canvas. Raises DatasetError naming the file on any problem.
+    """
+    try:
+        root = ET.parse(xml_path).getroot()
+    except FileNotFoundError:
+        raise DatasetError(f"{xml_path}: file not found") from None
+    except (ET.ParseError, OSError) as e:
+        raise DatasetError(f"{xml_path}: malformed XML ({e})") from None
+    try:
+        size = root.find("size")
+        xml_hw = None
+        if size is not None:
+            xml_hw = (_number(size, "height", "<size>"), _number(size, "width", "<size>"))
+        if image_size is None and xml_hw is None:
+            raise ValueError("no <size> and no image size given")
+        h, w = tuple(image_size) if image_size is not None else xml_hw
+        if xml_hw is not None and xml_hw != (h, w):
+            raise ValueError(f"<size> is {xml_hw[1]}x{xml_hw[0]} (WxH) but the image is {w}x{h}")
+        if h <= 0 or w <= 0:
+            raise ValueError(f"image size {w}x{h} (WxH) is empty")
+
+        canvas = np.full((h, w), UNLABELLED, np.uint8)
+        for k, poly in enumerate(root.iter("polygon"), 1):
+            where = f"stroke {k}"
+            tag = _text(poly, "tag", where)
+            cls = CLASS_OF_TAG.get(tag.lower())
+            if cls is None:
+                raise ValueError(f"{where}: unknown tag '{tag}' (known: {', '.join(SCRIBBLE_TAGS)})")
+            pts = [(_number(p, "X", f"{where} point {j}") - 1, _number(p, "Y", f"{where} point {j}") - 1)
+                   for j, p in enumerate(poly.iter("point"), 1)]
+            if not pts:
+                continue  # an empty stroke marks nothing
+            pts = np.clip(np.array(pts, np.int64), 0, [w - 1, h - 1]).astype(np.int32)
+            if len(pts) == 1:  # OpenCV draws nothing for a one-point polyline; a dot is a stroke
+                pts = np.repeat(pts, 2, axis=0)
+            cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], isClosed=False, color=int(cls),
+                          thickness=_CV_THICKNESS_3PX, lineType=cv2.LINE_8)
+    except ValueError as e:
+        raise DatasetError(f"{xml_path}: {e}") from None
+    return canvas
+
+
+@dataclass
+class ConvertStats:
+    converted: int = 0
+    labelled_pixels: int = 0
+    total_pixels: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def labelled_percent(self) -> float:
+        return 100.0 * self.labelled_pixels / max(1, self.total_pixels)
+
+    def summary(self) -> str:
+        lines = [f"converted {self.converted} file(s); labelled pixels {self.labelled_percent:.2f} %"]
+        if self.problems:
+            lines.append(f"{len(self.problems)} file(s) not converted:")
+            lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _convert_one(args: tuple[str, str, str]) -> tuple[int, int, str | None]:
+    """(labelled, total, problem) for one XML; the PNG is written only if the file is good."""
+    xml_path, jpg_path, png_path = args
+    try:
+        try:
+            hw = read_image_size(jpg_path)
+        except FileNotFoundError:
+            raise DatasetError(f"{xml_path}: image {jpg_path} not found") from None
+        except OSError as e:
+            raise DatasetError(f"{xml_path}: {e}") from None
+        label = rasterize_scribble_xml(xml_path, hw)
+        save_png(label, png_path)
+    except (DatasetError, OSError) as e:
+        return 0, 0, str(e)
+    return int((label != UNLABELLED).sum()), label.size, None
+
+
+def convert(xml_dir: str, images_dir: str, out_dir: str, workers: int | None = None) -> ConvertStats:
+    """Rasterise every xml_dir/<id>.xml to out_dir/<id>.png using JPEGImages/<id>.jpg's size."""
+    if not os.path.isdir(xml_dir):
+        raise DatasetError(f"{xml_dir}: XML folder not found")
+    if not os.path.isdir(images_dir):
+        raise DatasetError(f"{images_dir}: image folder not found")
+    names = sorted(n for n in os.listdir(xml_dir) if n.lower().endswith(".xml"))
+    if not names:
+        raise DatasetError(f"{xml_dir}: no .xml files")
+    jobs = [(os.path.join(xml_dir, n), os.path.join(images_dir, n[:-4] + ".jpg"),
+             os.path.join(out_dir, n[:-4] + ".png")) for n in names]
+    os.makedirs(out_dir, exist_ok=True)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+
+    stats = ConvertStats()
+    pool = None
+    if workers > 1:  # forkserver: a plain fork of a process that ran OpenCV can hang
+        pool = multiprocessing.get_context("forkserver").Pool(workers)
+    try:
+        results = pool.imap(_convert_one, jobs, chunksize=16) if pool else map(_convert_one, jobs)
+        for labelled, total, problem in tqdm(results, total=len(jobs), desc="scribbles", unit="xml"):
+            if problem:
+                stats.problems.append(problem)
+            else:
+                stats.converted += 1
+                stats.labelled_pixels += labelled
+                stats.total_pixels += total
+    except BaseException:  # Ctrl-C: stop the workers now (written files are complete)
+        if pool is not None:
+            pool.terminate()
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m datasets.convert_scribbles",
+                                 description="ScribbleSup XML scribbles -> PNG label maps (SPEC §1)")
+    ap.add_argument("--xml", required=True, help="folder of <id>.xml (scribble_annotation/pascal_2012)")
+    ap.add_argument("--images", required=True, help="JPEGImages folder (image sizes are read from it)")
+    ap.add_argument("--out", required=True, help="output folder of <id>.png (pascal_2012_scribble)")
+    ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    args = ap.parse_args(argv)
+    try:
+        stats = convert(args.xml, args.images, args.out, args.workers)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(stats.summary(), file=sys.stderr if stats.problems else sys.stdout)
+    return 1 if stats.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
