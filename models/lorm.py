@@ -1,0 +1,136 @@
+"""Localization rectification module, LoRM (SPEC §4), training only.
+
+On layer4 features x (B x C x h x w), with m the pseudo-label foreground mask at feature size:
+    q = Conv1x1(x), k = Conv1x1(x)                      (C -> C, bias, Xavier init; no value conv)
+    A = softmax_j cos(q_i, k_j)                         (no temperature, over all h*w positions)
+    x' = gamma * (m_i * A) x                            (gamma a learnable scalar, init 1)
+The loss sum((x - x')^2) / #non-zero terms lives in losses/lorm.py; x' is not fed to the head.
+
+Rows of background queries of m*A are zero, so x' is zero there and only foreground rows need
+attention: `LoRM.forward` gathers the foreground positions of each image, attends them against all
+positions and scatters the result into zeros. `lorm_reference` is the naive full h*w x h*w matrix,
+kept as the oracle for tests and bench/lorm.py. Cosine attention is softmax(q_hat k_hat^T) x with
+unit vectors and scale 1: on CUDA a fused kernel (scaled_dot_product_attention) handles the
+2048-wide head; on CPU matmul + softmax measured faster (bench/lorm.py), so that is the CPU default.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Device type -> use scaled_dot_product_attention for the foreground rows (see module docstring).
+FUSED_ATTENTION = {"cuda": True, "cpu": False}
+
+
+def foreground_mask(pseudo: torch.Tensor, size: int | Sequence[int],
+                    ignore_index: int = 255) -> torch.Tensor:
+    """SPEC §4 step 1: pseudo-label (B, H, W) -> bool (B, h, w), True where the pseudo-label,
+    with ignore (255) read as background and nearest-resized to `size`, is a foreground class.
+
+    Does not modify `pseudo` (the authors rewrote 255 -> 0 in place, corrupting L_pseudo).
+    """
+    if pseudo.dim() != 3:
+        raise ValueError(f"pseudo-label must be (B, H, W), got shape {tuple(pseudo.shape)}")
+    fg = (pseudo > 0) & (pseudo != ignore_index)
+    # Nearest resizing commutes with binarising, so resize the binary map.
+    return F.interpolate(fg[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
+
+
+class _UnitRows(torch.autograd.Function):
+    """v / max(||v||, eps) along `dim`, as F.normalize, but saving only the output and the norms
+    (F.normalize also keeps its input alive for backward, a feature-sized tensor) and using fewer
+    feature-sized temporaries in backward. Gradient: (g - y <y, g>) / ||v||."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, dim: int) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(v, dim=dim, keepdim=True).clamp_min(1e-12)
+        y = v / norm
+        ctx.save_for_backward(y, norm)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        y, norm = ctx.saved_tensors
+        dot = (g * y).sum(ctx.dim, keepdim=True)
+        # (Where the norm was clamped, i.e. v ~ 0, F.normalize's gradient is g / eps instead.)
+        return y.mul(dot).neg_().add_(g).div_(norm), None
+
+
+def _attend(q_hat: torch.Tensor, k_hat: torch.Tensor, v: torch.Tensor, fused: bool) -> torch.Tensor:
+    """softmax(q_hat k_hat^T) v for unit rows (cosine logits, scale 1); (n,C), (N,C), (N,C)."""
+    if fused:
+        # The CPU flash kernel needs contiguous inputs, else SDPA falls back to the math path.
+        q, k, v = (t.contiguous()[None, None] for t in (q_hat, k_hat, v))
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)[0, 0]
+    return torch.softmax(q_hat @ k_hat.T, dim=-1) @ v
+
+
+def _linear_1x1(tokens: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 conv applied to (n, C) rows of positions."""
+    return F.linear(tokens, conv.weight.flatten(1), conv.bias)
+
+
+class LoRM(nn.Module):
+    """LoRM on `channels`-channel features: `forward(x, fg_mask) -> x'` (same shape as x).
+
+    State dict keys: query_conv.{weight,bias}, key_conv.{weight,bias}, gamma (shape (1,)).
+    `fused`: None picks per device from FUSED_ATTENTION; True/False forces it (bench/lorm.py).
+    """
+
+    def __init__(self, channels: int, fused: bool | None = None):
+        super().__init__()
+        self.query_conv = nn.Conv2d(channels, channels, 1)
+        self.key_conv = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.ones(1))
+        self.fused = fused
+        for conv in (self.query_conv, self.key_conv):
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, fg_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, C, h, w), fg_mask (B, h, w) bool -> x' (B, C, h, w), zero at background positions.
+
+        Only foreground query rows are computed; images are looped over because their foreground
+        counts differ (padding to the largest count would only add work). The result is returned
+        in channels-last memory layout (a view), values identical to `lorm_reference`.
+        """
+        B, C, h, w = x.shape
+        if fg_mask.shape != (B, h, w):
+            raise ValueError(f"fg_mask must be {(B, h, w)} to match features {tuple(x.shape)}, "
+                             f"got {tuple(fg_mask.shape)}")
+        N = h * w
+        fused = FUSED_ATTENTION.get(x.device.type, False) if self.fused is None else self.fused
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C): one row per position, a view of x
+        fg = fg_mask.reshape(B, N).to(torch.bool)
+        b_idx, p_idx = fg.nonzero(as_tuple=True)  # foreground positions, image by image
+        counts = fg.sum(1).tolist()
+        # Whole-batch ops, then per-image pieces via split/unbind: indexing x[b] once per image
+        # would cost a full-size zero gradient per image in backward.
+        q_hat = _UnitRows.apply(_linear_1x1(tokens[b_idx, p_idx], self.query_conv), -1)
+        k_hat = _UnitRows.apply(self.key_conv(x).flatten(2), 1).transpose(1, 2)  # (B, N, C)
+        rows = [_attend(q, k, v, fused) for q, k, v, n in
+                zip(q_hat.split(counts), k_hat.unbind(0), tokens.unbind(0), counts) if n]
+        # With no foreground anywhere x' is gamma * 0 (keeps gamma in the graph, grad 0).
+        src = self.gamma * (torch.cat(rows) if rows else x.new_zeros(0, C))
+        out = src.new_zeros(B, C, N)  # src's dtype: under AMP gamma * src may be promoted
+        out[b_idx, :, p_idx] = src  # (n, C) rows into channel columns: x' in x's own layout
+        return out.view(B, C, h, w)
+
+    def forward_reference(self, x: torch.Tensor, fg_mask: torch.Tensor) -> torch.Tensor:
+        return lorm_reference(x, fg_mask, self.query_conv, self.key_conv, self.gamma)
+
+
+def lorm_reference(x: torch.Tensor, fg_mask: torch.Tensor, query_conv: nn.Module,
+                   key_conv: nn.Module, gamma: torch.Tensor) -> torch.Tensor:
+    """The naive formula x' = gamma * (m_i * A) x with the explicit (B, hw, hw) matrix A."""
+    B, C, h, w = x.shape
+    q_hat = F.normalize(query_conv(x).flatten(2), dim=1)  # (B, C, N)
+    k_hat = F.normalize(key_conv(x).flatten(2), dim=1)
+    A = torch.softmax(q_hat.transpose(1, 2) @ k_hat, dim=-1)  # (B, N queries, N keys)
+    mA = fg_mask.reshape(B, -1, 1).to(x.dtype) * A
+    return gamma * (x.flatten(2) @ mA.transpose(1, 2)).view(B, C, h, w)
