@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny synthetic dataset in the ScribbleSup layout (SPEC §1, datasets/synthetic.py).
+
+- `synthetic_root`: generated once per session (6 train + 3 val images of 64x80, K=5
+  foreground classes, seed 0). Read-only: a test that modifies data uses `make_synthetic`.
+- `synthetic_summary`: what `generate()` returned for it (params, class names, statistics).
+- `make_synthetic(**kw)`: a fresh set in a new temporary directory; keyword arguments
+  override `SYNTHETIC_SMALL` (train, val, size, seed, num_classes).
+
+Roots are `SyntheticRoot`: a str path that also supports `/` like pathlib.Path. The
+pseudo-label folder is `datasets.layout.PSEUDO_SYNTHETIC` ("pseudo_label").
+"""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from datasets.synthetic import generate
+
+SYNTHETIC_SMALL = dict(train=6, val=3, size=(64, 80), seed=0, num_classes=5)
+
+
+class SyntheticRoot(str):
+    """A dataset root: a str (os.path, Layout, CLI arguments) that also takes `/`."""
+
+    def __truediv__(self, other) -> pathlib.Path:
+        return pathlib.Path(self) / other
+
+
+def _generate(tmp_path_factory, **kw) -> tuple[SyntheticRoot, dict]:
+    root = tmp_path_factory.mktemp("synthetic") / "VOC"
+    summary = generate(str(root), progress=False, **{**SYNTHETIC_SMALL, **kw})
+    return SyntheticRoot(root), summary
+
+
+@pytest.fixture(scope="session")
+def _synthetic_session(tmp_path_factory):
+    return _generate(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(_synthetic_session) -> SyntheticRoot:
+    return _synthetic_session[0]
+
+
+@pytest.fixture(scope="session")
+def synthetic_summary(_synthetic_session) -> dict:
+    return _synthetic_session[1]
+
+
+@pytest.fixture
+def make_synthetic(tmp_path_factory):
+    def make(**kw) -> SyntheticRoot:
+        return _generate(tmp_path_factory, **kw)[0]
+    return make

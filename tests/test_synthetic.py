@@ -1,0 +1,243 @@
+"""The synthetic dataset (datasets/synthetic.py): SPEC §1 layout, SPEC §2 distance maps, label
+quality, determinism, refusal to overwrite, the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from datasets import synthetic
+from datasets.distance_map import pseudo_distance_map, scribble_distance_map
+from datasets.layout import CLASSES, PSEUDO_SYNTHETIC, DatasetError, Layout, read_ids, split_path
+from datasets.synthetic import MARKER, generate
+from utils.io import read_image, read_label
+from utils.palette import voc_palette
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOLDERS = {"pseudo": PSEUDO_SYNTHETIC}
+
+
+def _ids(root):
+    return [i for s in ("train", "val") for i in read_ids(split_path(root, s))]
+
+
+def _labels(root):
+    """(mask, scribble, pseudo, dist_s, dist_c) of every id."""
+    lay = Layout(root, FOLDERS)
+    for id_ in _ids(root):
+        yield tuple(read_label(lay.path(f, id_)) for f in ("mask", "scribble", "pseudo", "dist_s", "dist_c"))
+
+
+def _tree(root) -> dict:
+    """Relative path -> bytes of every file under root."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+def test_layout_files_sizes_modes_values(synthetic_root, synthetic_summary):
+    assert read_ids(split_path(synthetic_root, "train")) == [f"train_{i:05d}" for i in range(6)]
+    assert read_ids(split_path(synthetic_root, "val")) == [f"val_{i:05d}" for i in range(3)]
+    assert synthetic_summary["classes"] == list(CLASSES[:6])
+    assert json.loads((synthetic_root / MARKER).read_text())["complete"] is True
+    lay = Layout(synthetic_root, FOLDERS)
+    modes = {"image": "RGB", "mask": "P", "scribble": "L", "pseudo": "L", "dist_s": "L", "dist_c": "L"}
+    for id_ in _ids(synthetic_root):
+        for field, mode in modes.items():
+            with Image.open(lay.path(field, id_)) as img:
+                assert (img.mode, img.size) == (mode, (80, 64)), (field, id_)
+                assert img.format == ("JPEG" if field == "image" else "PNG")
+                if field == "mask":
+                    pal = np.asarray(img.getpalette(), np.uint8).reshape(-1, 3)
+                    assert np.array_equal(pal[:21], voc_palette()[:21])
+        for field in ("mask", "scribble", "pseudo"):
+            values = set(np.unique(read_label(lay.path(field, id_))).tolist())
+            assert values <= set(range(6)) | {255}, (field, id_, values)
+        image = read_image(lay.path("image", id_))
+        assert image.std() > 10  # a textured picture, not a flat fill
+    assert not [p for p in _tree(synthetic_root) if ".tmp" in p]  # no leftovers of atomic writes
+
+
+def test_masks_have_objects_and_a_void_band(synthetic_root):
+    for mask, *_ in _labels(synthetic_root):
+        assert ((mask > 0) & (mask < 255)).any() and (mask == 0).any()
+        void = mask == 255
+        assert void.any() and void.mean() < 0.2
+        # a thin band along label boundaries, not void regions
+        assert not (void & ndimage.binary_erosion(void, np.ones((5, 5)), border_value=1)).any()
+
+
+def test_scribbles_cover_a_few_percent_and_agree_with_the_mask(synthetic_root):
+    labelled = total = 0
+    for mask, scr, *_ in _labels(synthetic_root):
+        lab = scr != 255
+        labelled, total = labelled + lab.sum(), total + scr.size
+        on = lab & (mask != 255)
+        assert np.array_equal(scr[on], mask[on])
+        assert (scr == 0).any()  # background strokes
+        # every object class of the image is scribbled (the scribbles carry the class labels)
+        assert set(np.unique(scr[lab]).tolist()) - {0} == set(np.unique(mask).tolist()) - {0, 255}
+    assert 0.01 <= labelled / total <= 0.06
+
+
+def test_scribbles_are_thin_strokes(synthetic_root):
+    """ScribbleSup strokes are 3 px wide: eroding the labelled pixels by a 5x5 square leaves nothing
+    much (a wide blob would survive), and each stroke is a few connected components."""
+    for _, scr, *_ in _labels(synthetic_root):
+        lab = scr != 255
+        assert ndimage.binary_erosion(lab, np.ones((5, 5))).sum() <= 0.05 * lab.sum()
+        assert 2 <= ndimage.label(lab, np.ones((3, 3)))[1] <= 30
+
+
+def test_pseudo_labels_are_cam_like(synthetic_root, synthetic_summary):
+    conf = np.zeros((6, 6), np.int64)
+    near_err = near = far_err = far = 0
+    for mask, scr, pseudo, _, dist_c in _labels(synthetic_root):
+        image_classes = set(np.unique(mask).tolist()) - {255}
+        assert set(np.unique(pseudo).tolist()) - {255} <= image_classes  # no class from nowhere
+        assert (pseudo == 255).any() and (pseudo != 255).mean() > 0.8  # an unsure band, not more
+        both = (mask != 255) & (pseudo != 255)
+        conf += np.bincount(6 * mask[both].astype(int) + pseudo[both], minlength=36).reshape(6, 6)
+        err = both & (pseudo != mask)
+        near_err, near = near_err + (err & (dist_c < 255)).sum(), near + (both & (dist_c < 255)).sum()
+        far_err, far = far_err + (err & (dist_c == 255)).sum(), far + (both & (dist_c == 255)).sum()
+    iou = np.diag(conf) / (conf.sum(0) + conf.sum(1) - np.diag(conf))
+    miou = np.nanmean(iou)
+    assert 0.5 < miou < 0.95  # useful but far from perfect
+    assert miou == pytest.approx(synthetic_summary["stats"]["pseudo_miou"], abs=1e-4)
+    # errors concentrate near the pseudo-label boundaries, where D_c is low
+    assert near_err / near > 2 * far_err / far
+
+
+def test_pseudo_labels_are_imperfect_on_a_larger_set(make_synthetic):
+    """On a default-size set the statistics settle: mIoU vs mask ~65-80 %, ~3 % scribbles, some
+    objects missed."""
+    root = make_synthetic(train=16, val=4, size=(128, 160), seed=1)
+    st = json.loads((root / MARKER).read_text())["stats"]
+    assert 0.62 <= st["pseudo_miou"] <= 0.85
+    assert st["pseudo_miou_ignore_as_background"] < st["pseudo_miou"]
+    assert 0.02 <= st["scribble_coverage"] <= 0.04
+    assert st["scribble_agreement"] == 1.0
+    assert 0 < st["missed_objects"] < 0.3 * st["objects"]
+
+
+def test_distance_maps_are_those_of_the_written_labels(synthetic_root):
+    for _, scr, pseudo, dist_s, dist_c in _labels(synthetic_root):
+        assert np.array_equal(dist_s, scribble_distance_map(scr))
+        assert np.array_equal(dist_c, pseudo_distance_map(pseudo))
+
+
+def test_deterministic_for_a_seed_and_independent_of_the_set_size(make_synthetic, synthetic_root):
+    a = _tree(make_synthetic(train=2, val=1))
+    b = _tree(make_synthetic(train=2, val=1))
+    assert a == b
+    assert len(a) == 3 * 6 + 2 + 1  # 3 ids x 6 fields, 2 id lists, the marker
+    c = _tree(make_synthetic(train=2, val=1, seed=1))
+    assert a.keys() == c.keys()
+    for p in a:
+        if p.endswith((".jpg", ".png")):
+            assert a[p] != c[p], p
+    # a sample depends on (seed, split, index) only: the small set is a prefix of the session set
+    full = _tree(synthetic_root)
+    for p in a:
+        if p.endswith((".jpg", ".png")):
+            assert a[p] == full[p], p
+
+
+def test_refuses_a_foreign_folder_unless_overwrite(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(DatasetError, match=r"not empty.*--overwrite"):
+        generate(str(out), train=1, val=1, size=(48, 64), progress=False)
+    assert os.listdir(out) == ["notes.txt"]  # nothing written
+    generate(str(out), train=1, val=1, size=(48, 64), progress=False, overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert read_ids(split_path(str(out), "train")) == ["train_00000"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / MARKER).write_text("{}")  # a marker that is not ours
+    with pytest.raises(DatasetError, match="not a synthetic set"):
+        generate(str(other), train=1, val=1, size=(48, 64), progress=False)
+    with pytest.raises(DatasetError, match="not a directory"):
+        generate(str(out / "notes.txt"), train=1, val=1, progress=False)
+
+
+def test_regenerates_a_previous_set_in_place(make_synthetic):
+    root = make_synthetic(train=3, val=2)
+    generate(str(root), train=2, val=1, size=(64, 80), progress=False)  # no overwrite needed
+    assert _tree(root) == _tree(make_synthetic(train=2, val=1))  # stale ids removed, same bytes
+
+
+def test_a_failed_run_leaves_no_id_lists_and_can_be_rerun(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(label, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return pseudo_distance_map(label, *a, **k)
+
+    out = str(tmp_path / "set")
+    monkeypatch.setattr(synthetic, "pseudo_distance_map", failing)
+    with pytest.raises(OSError, match="disk full"):
+        generate(out, train=2, val=1, size=(48, 64), progress=False)
+    assert not os.path.exists(split_path(out, "train"))  # visibly unfinished
+    assert json.loads(open(os.path.join(out, MARKER)).read())["complete"] is False
+    assert not [p for p in _tree(out) if ".tmp" in p]
+    monkeypatch.undo()
+    generate(out, train=2, val=1, size=(48, 64), progress=False)  # ours: no --overwrite needed
+    assert len(read_ids(split_path(out, "train"))) == 2
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(num_classes=21), "num_classes"), (dict(num_classes=0), "num_classes"),
+    (dict(size=(16, 64)), "too small"), (dict(val=0), "at least one"), (dict(seed=-1), "seed"),
+])
+def test_bad_arguments(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        generate(str(tmp_path / "x"), **{"train": 1, "val": 1, "progress": False, **kw})
+    assert not (tmp_path / "x").exists()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "datasets.synthetic", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli(tmp_path):
+    out = str(tmp_path / "cli")
+    r = _cli("--out", out, "--train", "2", "--val", "1", "--size", "48", "64", "--seed", "3",
+             "--classes", "2")
+    assert r.returncode == 0, r.stderr
+    assert "scribbles label" in r.stdout and "pseudo-label mIoU" in r.stdout
+    summary = json.loads(open(os.path.join(out, MARKER)).read())
+    assert summary["params"] == dict(train=2, val=1, size=[48, 64], seed=3, num_classes=2)
+    assert summary["classes"] == ["background", "aeroplane", "bicycle"]
+    for mask, scr, pseudo, *_ in _labels(out):
+        assert mask.shape == (48, 64)
+        for lab in (mask, scr, pseudo):
+            assert set(np.unique(lab).tolist()) <= {0, 1, 2, 255}
+    # the same through the Python API: same bytes
+    api = str(tmp_path / "api")
+    generate(api, train=2, val=1, size=(48, 64), seed=3, num_classes=2, progress=False)
+    assert _tree(api) == _tree(out)
+
+
+def test_cli_errors_are_one_line_and_exit_1(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    r = _cli("--out", str(tmp_path), "--train", "1", "--val", "1")
+    assert r.returncode == 1
+    assert "not empty" in r.stderr and "--overwrite" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("--out", str(tmp_path / "new"), "--size", "8", "8")
+    assert r.returncode == 1 and "too small" in r.stderr and "Traceback" not in r.stderr
