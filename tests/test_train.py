@@ -1,0 +1,192 @@
+"""train.py on CPU: flags, start-up checks, the schedule, learning, exact resume, atomic
+checkpoints, non-finite losses, and torchrun DDP with two gloo processes."""
+from __future__ import annotations
+
+import glob
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from utils.checkpoint import load_checkpoint, save_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--layers", "18", "--pretrained", "none", "--batchsize", "2", "--crop_size", "65",
+        "--workers", "0", "--lr", "0.01", "--warmup", "1", "--pseudo_path", "pseudo_label"]
+
+
+def run(root, logdir, *extra):
+    return train.main(["--dataset_path", str(root), "--logdir", str(logdir), *TINY, *extra])
+
+
+def test_unknown_flag_is_named(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--dataset_path", "x", "--pseudo_path", "p", "--bogus_flag", "1"])
+    assert e.value.code == 2
+    assert "--bogus_flag" in capsys.readouterr().err
+
+
+def test_authors_flag_names_parse():
+    args = train.parse_args(["--layers", "101", "--model_type", "deeplabv3p", "--dataset_path", "d",
+                             "--train_path", "t.txt", "--pseudo_path", "BMP", "--distancemap_s", "ds",
+                             "--distancemap_c", "dc", "--l_seg", "1", "--l_pesudo", "0.5", "--l_lorm",
+                             "0.1", "--label_smooth", "0.2", "--l_ds", "1", "--l_dc", "1",
+                             "--numclasses", "21", "--workers", "2", "--batchsize", "4", "--lr", "0.002",
+                             "--warmup", "2", "--wdecay", "1e-4", "--momentum", "0.8", "--epochs", "3",
+                             "--logdir", "l"])
+    assert args.l_pseudo == 0.5 and args.layers == 101 and args.model_type == "deeplabv3p"
+    assert args.distancemap_c == "dc" and args.label_smooth == 0.2
+
+
+def test_pseudo_path_required_only_when_used(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--dataset_path", "d"])
+    assert "--pseudo_path" in capsys.readouterr().err
+    args = train.parse_args(["--dataset_path", "d", "--l_pseudo", "0", "--l_lorm", "0"])
+    assert args.pseudo_path is None
+
+
+def test_lr_schedule_warmup_then_cosine_to_zero():
+    base, warm, total = 0.1, 10, 110
+    lrs = [train.lr_at(i, base, warm, total) for i in range(total)]
+    assert lrs[0] == pytest.approx(base / warm)
+    assert lrs[warm - 1] == pytest.approx(base)              # end of warm-up: the peak
+    assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm]))
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))  # cosine never rises
+    assert lrs[warm + 50] == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert train.lr_at(total, base, warm, total) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_broken_dataset_is_a_clear_error(synthetic_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    victim = sorted(glob.glob(str(root / "distance_map" / "*.png")))[0]
+    os.remove(victim)
+    assert run(root, tmp_path / "log", "--epochs", "1") == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and os.path.basename(victim) in err and "Traceback" not in err
+
+
+def test_batch_of_one_without_syncbn_is_refused(synthetic_root, tmp_path, capsys):
+    assert run(synthetic_root, tmp_path / "log", "--epochs", "1", "--batchsize", "1") == 1
+    assert "--batchsize" in capsys.readouterr().err
+
+
+def test_zero_weight_fields_are_never_read(synthetic_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    shutil.rmtree(root / "distance_pseudo")      # D_c unused when --l_dc 0
+    assert run(root, tmp_path / "log", "--epochs", "1", "--l_dc", "0") == 0
+    assert os.path.isfile(tmp_path / "log" / "last_checkpoint.pth")
+
+
+def test_training_steps_lower_the_loss(synthetic_root):
+    torch.manual_seed(0)
+    args = train.parse_args(["--dataset_path", str(synthetic_root), *TINY, "--lr", "0.05"])
+    criterion = train.CDSPLoss()
+    loader, _ = train.build_loaders(args, criterion.required_fields(), torch.device("cpu"))
+    model, optimizer = train.build(args, torch.device("cpu"))
+    batch = next(iter(loader))
+    losses = []
+    for _ in range(8):      # the same batch: the loss must go down
+        _, total, _ = train.forward(model, batch, criterion, torch.device("cpu"), None)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        losses.append(float(total))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_outputs_and_checkpoint_contents(synthetic_root, tmp_path):
+    log = tmp_path / "log"
+    assert run(synthetic_root, log, "--epochs", "2", "--val_interval", "1") == 0
+    for name in ("last_checkpoint.pth", "best_checkpoint.pth", "metrics.csv", "curves.png",
+                 "config.json", "train_samples.png"):
+        assert os.path.getsize(log / name) > 0, name
+    assert glob.glob(str(log / "tb" / "events.out.tfevents.*"))
+    ckpt = load_checkpoint(str(log / "last_checkpoint.pth"))
+    assert {"state_dict", "optimizer", "scaler", "epoch", "iteration", "best_miou", "args"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["args"]["layers"] == 18
+    rows = open(log / "metrics.csv").read().strip().splitlines()
+    assert len(rows) == 3 and "val_miou" in rows[0] and "loss_pce" in rows[0]
+
+
+def test_resume_auto_equals_straight_run(synthetic_root, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run(synthetic_root, straight, "--epochs", "2") == 0
+    assert run(synthetic_root, resumed, "--epochs", "2", "--stop_after", "1") == 0
+    first = load_checkpoint(str(resumed / "last_checkpoint.pth"))
+    assert first["epoch"] == 1
+    assert run(synthetic_root, resumed, "--epochs", "2", "--resume", "auto") == 0
+    a = load_checkpoint(str(straight / "last_checkpoint.pth"))
+    b = load_checkpoint(str(resumed / "last_checkpoint.pth"))
+    assert a["iteration"] == b["iteration"] == 2 * first["iteration"]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    # The resumed run's metrics.csv holds each epoch once.
+    assert len(open(resumed / "metrics.csv").read().strip().splitlines()) == 3
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    path = str(tmp_path / "last_checkpoint.pth")
+    save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, path)
+
+    def dying_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 truncated")
+        raise KeyboardInterrupt  # the process is killed mid-write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    monkeypatch.undo()
+    ckpt = load_checkpoint(path)
+    assert ckpt["epoch"] == 1 and torch.equal(ckpt["state_dict"]["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["last_checkpoint.pth"]
+
+
+def test_non_finite_loss_stops_with_step_and_term(synthetic_root, tmp_path, monkeypatch, capsys):
+    log = tmp_path / "log"
+    assert run(synthetic_root, log, "--epochs", "2", "--stop_after", "1") == 0
+    before = load_checkpoint(str(log / "last_checkpoint.pth"))
+    real = train.CDSPLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, outputs, batch):
+        total, terms = real(self, outputs, batch)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            terms["del_s"] = terms["del_s"] * float("nan")
+            total = sum(v for k, v in terms.items() if k != "total")
+            terms["total"] = total
+        return total, terms
+
+    monkeypatch.setattr(train.CDSPLoss, "forward", poisoned)
+    assert run(synthetic_root, log, "--epochs", "2", "--resume", "auto") == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and "step 2" in err and "del_s" in err
+    after = load_checkpoint(str(log / "last_checkpoint.pth"))
+    assert after["epoch"] == before["epoch"] == 1
+
+
+def test_torchrun_two_gloo_processes_stay_in_sync(synthetic_root, tmp_path):
+    log = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(REPO, "train.py"), "--dataset_path", str(synthetic_root), "--logdir", str(log),
+           *TINY, "--epochs", "1", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in p.stdout
+    assert "terminate called" not in p.stderr
+    ckpt = load_checkpoint(str(log / "last_checkpoint.pth"))
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])   # saved unwrapped
+    n_train = len([l for l in open(os.path.join(synthetic_root, "ImageSets", "SegmentationAug",
+                                                  "train.txt")) if l.strip()])
+    assert ckpt["iteration"] == n_train // 2 // 2  # each rank: half the ids, in batches of 2
