@@ -13,8 +13,10 @@ import torch.nn as nn
 
 def lorm_loss(feat: torch.Tensor, feat_rect: torch.Tensor) -> torch.Tensor:
     """Mean of (feat - feat_rect)^2 over its non-zero entries; 0 if they are all zero."""
-    # float32 squares: under AMP a half-precision sum over B*2048*h*w terms would overflow.
-    sq = (feat - feat_rect).float().pow(2)
+    # At least float32: under AMP a half-precision sum over B*2048*h*w terms would overflow
+    # (float64 stays float64, for exact checks).
+    diff = feat - feat_rect
+    sq = diff.to(torch.promote_types(diff.dtype, torch.float32)).pow(2)
     return sq.sum() / torch.count_nonzero(sq).clamp_min(1)
 
 
