@@ -155,3 +155,53 @@ def multi_scale_predict(model, image: torch.Tensor, scales: Sequence[float] = PA
             total = p if total is None else total + p
             n += 1
     return total / n
+
+
+# ----------------------------------------------------------------------------- model preparation
+_CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("atrous_conv", "bn"))
+
+
+def _conv_bn_pairs(model: torch.nn.Module):
+    """(parent, conv name, bn name) for every eval-mode BatchNorm fed directly by a conv.
+
+    Two patterns cover the backbone and both heads: attribute pairs named conv1/bn1,
+    conv2/bn2, conv3/bn3, atrous_conv/bn (each conv's output goes straight into its BN), and
+    adjacent Conv2d -> BatchNorm2d entries of an nn.Sequential (downsample, image pooling,
+    the DeepLabV3+ decoder).
+    """
+    for parent in model.modules():
+        for conv, bn in _CONV_BN_PAIRS:
+            if isinstance(getattr(parent, conv, None), torch.nn.Conv2d) and \
+                    isinstance(getattr(parent, bn, None), torch.nn.BatchNorm2d):
+                yield parent, conv, bn
+        if isinstance(parent, torch.nn.Sequential):
+            names = list(parent._modules)
+            for a, b in zip(names, names[1:]):
+                if isinstance(parent._modules[a], torch.nn.Conv2d) and \
+                        isinstance(parent._modules[b], torch.nn.BatchNorm2d):
+                    yield parent, a, b
+
+
+@torch.no_grad()
+def prepare_for_inference(model: torch.nn.Module, fold_bn: bool = True,
+                          channels_last: bool = True) -> torch.nn.Module:
+    """Put `model` in eval mode and make it cheaper to run; predictions are unchanged.
+
+    fold_bn: each BatchNorm that directly follows a conv is folded into the conv's weight and
+    bias (eval-mode BN is an affine map), removing one pass over every activation.
+    channels_last: NHWC weights, so the convolutions run in oneDNN's / cuDNN's preferred layout
+    (and activations stay NHWC). Both change float rounding only (~1e-6 relative).
+    In place, for inference only: the folded model's state_dict no longer has the BN entries,
+    so save or load weights before calling this, never after.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    if fold_bn:
+        for parent, conv, bn in list(_conv_bn_pairs(model)):
+            fused = fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn))
+            setattr(parent, conv, fused)
+            setattr(parent, bn, torch.nn.Identity())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model

@@ -1,0 +1,345 @@
+"""Evaluate a CDSP checkpoint with the paper's protocol (SPEC §7): multi-scale sliding window.
+
+    python eval.py --checkpoint_path log/train_deeplabv2_r50/last_checkpoint.pth \\
+                   --dataset_path dataset/ScribbleSup/VOC2012 --save_path emlc_r50_deeplabv2
+    torchrun --nproc_per_node N eval.py ...      # each rank scores its share of the images once
+
+For every image of the split: resize so the long side is base_size*s for each scale s, slide a
+crop_size window with stride ceil(crop_size*stride_rate) (images smaller than the crop are
+padded with the mean), average the softmax over windows, resize back, average over scales,
+argmax; score against the full masks (ignore 255). The windows of one scale go through the
+network crop_batch at a time; probabilities accumulate on the device (utils/inference.py).
+
+Writes <save_path>/<id>.png (VOC palette), optionally <save_path>/overlay/<id>.png (image |
+ground truth | prediction), and once every image is scored: <save_path>/metrics.json,
+<save_path>/iou_per_class.png, <save_path>/confusion_matrix.png and, last, <save_path>.txt
+(the authors' three lines, then the per-class table). A run that stops early leaves no report.
+
+The flag names are the authors'; the architecture comes from the flags, else the checkpoint's
+saved args, else its keys (the authors' files), so `--checkpoint_path` alone usually suffices.
+The authors' released `last_checkpoint.pth` loads as is (also `module.`-prefixed), with
+torch.load(weights_only=True); `--trust_checkpoint` lifts that restriction.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from fractions import Fraction
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets.check import require_dataset
+from datasets.layout import CLASSES, IGNORE_INDEX, DatasetError
+from datasets.scribble import ScribbleDataset
+from datasets.transforms import ValTransform, denormalize
+from models import MODEL_TYPES, build_model
+from utils import dist
+from utils.checkpoint import (CheckpointError, architecture_hint, load_checkpoint,
+                              load_model_weights, resolve_architecture)
+from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
+from utils.io import atomic_path, save_png
+from utils.metrics import ConfusionMeter, format_report, plot_confusion, plot_iou_bars, scores
+from utils.palette import colorize
+
+# The authors' model names: their `_lorm` variants are the same networks plus the training-only
+# LoRM, which is built whenever the checkpoint holds its weights.
+MODEL_ALIASES = {"deeplabv2_lorm": "deeplabv2", "deeplabv3p_lorm": "deeplabv3p"}
+REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png")
+
+
+# ----------------------------------------------------------------------------- arguments
+def fraction(text: str) -> float:
+    """'2/3' or '0.667' -> float in (0, 1]."""
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    a = p.add_argument
+    # the authors' flags
+    a("--checkpoint_path", required=True, help="our checkpoint or the authors' last_checkpoint.pth")
+    a("--dataset_path", default="dataset/ScribbleSup/VOC2012", help="root of the SPEC §1 layout")
+    a("--save_path", default="eval_results",
+      help="predictions go to SAVE_PATH/<id>.png, the report to SAVE_PATH.txt")
+    a("--model_type", default=None, choices=list(MODEL_TYPES) + list(MODEL_ALIASES),
+      help="default: from the checkpoint")
+    a("--layers", type=int, default=None, choices=[18, 34, 50, 101],
+      help="ResNet depth (default: from the checkpoint)")
+    a("--numclasses", type=int, default=None, help="default: from the checkpoint")
+    a("--workers", type=int, default=4, help="data-loading processes (and CRF processes)")
+    # data
+    a("--split", "--list", dest="split", default="val", help="a split name or an id-list .txt path")
+    a("--mask_path", default="SegmentationClassAug", help="ground-truth mask folder")
+    a("--no_check", action="store_true", help="skip the start-up dataset check")
+    # protocol (SPEC §7)
+    a("--scales", type=float, nargs="+", default=list(PAPER_SCALES))
+    a("--base_size", type=int, default=512, help="long side at scale 1")
+    a("--crop_size", type=int, default=465)
+    a("--stride_rate", type=fraction, default=2 / 3, help="window stride / crop size, e.g. 2/3")
+    a("--flip", action="store_true", help="also average the mirrored image (not in the paper)")
+    a("--crf", action="store_true", help="DenseCRF refinement (pydensecrf2; not in the paper)")
+    # execution
+    a("--crop_batch", type=int, default=8, help="windows per forward pass (bounds memory)")
+    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+    a("--amp", action=argparse.BooleanOptionalAction, default=None,
+      help="mixed precision (default: on with CUDA)")
+    a("--overlay", action="store_true", help="also write image | ground truth | prediction pictures")
+    a("--trust_checkpoint", action="store_true",
+      help="unpickle arbitrary objects (weights_only=False): only for files you trust")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
+    args = p.parse_args(argv)
+    for name in ("crop_size", "base_size", "crop_batch"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
+        p.error(f"--scales must be positive, got {args.scales}")
+    if args.workers < 0:
+        p.error("--workers must be >= 0")
+    args.save_path = os.path.normpath(args.save_path)
+    return args
+
+
+# ----------------------------------------------------------------------------- model
+def load_model_from_checkpoint(path: str, model_type: str | None = None, layers: int | None = None,
+                               numclasses: int | None = None, device="cpu", trust: bool = False,
+                               optimize: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Build the network a checkpoint needs, load its weights strictly, prepare it for inference.
+
+    Returns (model in eval mode on `device`, info) with info = {"arch", "source", "epoch",
+    "args"} ("args": the training arguments our checkpoints store, {} for the authors').
+    Arguments left None come from the checkpoint (utils.checkpoint.resolve_architecture).
+    A mismatch raises CheckpointError listing missing/unexpected keys and the flags to try.
+    """
+    device = torch.device(device)
+    model_type = MODEL_ALIASES.get(model_type, model_type)
+    ckpt = load_checkpoint(path, map_location="cpu", trust=trust)
+    arch, source = resolve_architecture(ckpt, model_type, layers, numclasses)
+    try:
+        model = build_model(arch["model_type"], int(arch["layers"]), int(arch["numclasses"]),
+                            lorm=arch["lorm"], pretrained=None)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    load_model_weights(model, ckpt["state_dict"], path, hint=architecture_hint(ckpt["state_dict"], arch))
+    model.layer_camatt = None  # LoRM only adds a training loss (SPEC §4): loaded, checked, dropped
+    model.to(device)
+    if optimize:
+        prepare_for_inference(model)  # BN folded into convs, NHWC: same predictions, faster
+    else:
+        model.eval()
+    saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    return model, {"arch": arch, "source": source, "epoch": ckpt.get("epoch"), "args": saved}
+
+
+def _as_input(image, device) -> torch.Tensor:
+    """(1, 3, H, W) normalised float tensor from a normalised (3,H,W)/(1,3,H,W) tensor or an
+    HxWx3 uint8 RGB array (normalised exactly as the dataset does)."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+        image = ValTransform(None)({"image": image})["image"]
+    if image.dim() == 3:
+        image = image[None]
+    return image.to(device, torch.float32)
+
+
+def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
+            stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
+            amp: bool = False) -> torch.Tensor:
+    """Class probabilities (C, H, W) of one image at its original size, by SPEC §7's protocol.
+
+    `image`: HxWx3 uint8 RGB (numpy) or a normalised (3, H, W) tensor; argmax(0) is the label.
+    """
+    device = next(model.parameters()).device
+    probs = multi_scale_predict(model, _as_input(image, device), scales=tuple(scales),
+                                base_size=base_size, crop=crop_size, stride_rate=stride_rate,
+                                flip=flip, crop_batch=crop_batch, amp=amp)
+    return probs[0]
+
+
+# ----------------------------------------------------------------------------- outputs
+def overlay_picture(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """image | ground truth over the image | prediction over the image, HxW3x3 uint8 side by side.
+
+    Ignored ground-truth pixels (255) keep VOC's cream colour, fully opaque.
+    """
+    def blend(label):
+        colour = colorize(label).astype(np.float32)
+        out = (1 - alpha) * image.astype(np.float32) + alpha * colour
+        out[label == IGNORE_INDEX] = colour[label == IGNORE_INDEX]
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    return np.concatenate([image, gap, blend(mask), gap, blend(pred)], axis=1)
+
+
+def save_rgb_png(picture: np.ndarray, path: str) -> None:
+    from PIL import Image
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+
+
+def authors_report(s: dict) -> str:
+    """The three lines the authors' evaluate.py wrote (fractions; IoU of an absent class: nan)."""
+    iou = np.array2string(np.asarray(s["iou"]), separator=" ", max_line_width=10**6,
+                          formatter={"float_kind": lambda v: f"{v:.8f}"})
+    return f" * IOU_All {s['miou']}\n * IOU_Ind {iou}\n * ACC_Pix {s['pixel_acc']}\n"
+
+
+def remove_stale_report(save_path: str) -> None:
+    """A previous run's report must not pass for this run's if this one stops early."""
+    for path in [save_path + ".txt"] + [os.path.join(save_path, f) for f in REPORT_FILES]:
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, class_names) -> None:
+    """metrics.json and the pictures first, the .txt last: its presence means "finished"."""
+    metrics = {"miou": s["miou"], "pixel_acc": s["pixel_acc"], "mean_acc": s["mean_acc"],
+               "iou": dict(zip(class_names, s["iou"])), "confusion_matrix": conf.tolist(),
+               "checkpoint": os.path.abspath(args.checkpoint_path), "architecture": info["arch"],
+               "protocol": {"scales": args.scales, "base_size": args.base_size,
+                            "crop_size": args.crop_size, "stride_rate": args.stride_rate,
+                            "flip": args.flip, "crf": args.crf, "split": args.split},
+               "absent_class_iou": "NaN (class in neither ground truth nor prediction; "
+                                   "left out of mIoU)"} | extra
+    text = json.dumps(_nan_to_none(metrics), indent=1)  # NaN is not JSON: an absent class is null
+    # one line per list of numbers (a confusion-matrix row), not one line per number
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+    with atomic_path(os.path.join(args.save_path, "metrics.json")) as tmp, open(tmp, "w") as f:
+        f.write(text + "\n")
+    plot_iou_bars(s, class_names, os.path.join(args.save_path, "iou_per_class.png"))
+    plot_confusion(conf, class_names, os.path.join(args.save_path, "confusion_matrix.png"))
+    with atomic_path(args.save_path + ".txt") as tmp, open(tmp, "w") as f:
+        f.write(authors_report(s) + "\n" + format_report(s, class_names))
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _single(batch: list) -> dict:
+    # Images differ in size: one sample per step, not collated.
+    return batch[0]
+
+
+def evaluate(args) -> dict:
+    try:
+        device = dist.init_distributed(args.device)
+    except RuntimeError as e:  # e.g. --device cuda without CUDA
+        raise ValueError(str(e)) from None
+    main_proc = dist.is_main()
+    amp = (device.type == "cuda") if args.amp is None else args.amp
+    folders = {"mask": args.mask_path}
+    if not args.no_check:  # on every rank: a rank that raised alone would leave the others waiting
+        require_dataset(args.dataset_path, splits=(args.split,), folders=folders, deep=False,
+                        fields_by_split={args.split: ("image", "mask")})
+    model, info = load_model_from_checkpoint(args.checkpoint_path, args.model_type, args.layers,
+                                             args.numclasses, device, args.trust_checkpoint)
+    num_classes = int(info["arch"]["numclasses"])
+    class_names = list(CLASSES) if num_classes == len(CLASSES) else [str(i) for i in range(num_classes)]
+    crf = None
+    if args.crf:
+        from utils.crf import ParallelCRF  # lazy: pydensecrf2 is optional
+        crf = ParallelCRF(processes=max(1, args.workers))
+    if main_proc:
+        arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
+        print(f"model: {arch}; epoch {info['epoch']}")
+        remove_stale_report(args.save_path)
+    os.makedirs(args.save_path, exist_ok=True)
+
+    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None))
+    loader = DataLoader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
+                        num_workers=args.workers, collate_fn=_single,
+                        pin_memory=device.type == "cuda")
+    meter = ConfusionMeter(num_classes, IGNORE_INDEX, device=device)
+    meter_raw = ConfusionMeter(num_classes, IGNORE_INDEX, device=device) if crf else None
+
+    def finish(id_, image, mask, pred):
+        """Score one final prediction (H, W) and write its files."""
+        meter.update(pred, mask)
+        pred_np = pred.to("cpu", torch.uint8).numpy()
+        save_png(pred_np, os.path.join(args.save_path, f"{id_}.png"), palette=True)
+        if args.overlay:
+            save_rgb_png(overlay_picture(image, mask.cpu().numpy(), pred_np),
+                         os.path.join(args.save_path, "overlay", f"{id_}.png"))
+
+    t0 = time.time()
+    try:
+        bar = tqdm(loader, desc="eval", disable=not main_proc, dynamic_ncols=True)
+        for sample in bar:
+            mask = sample["mask"].to(device)
+            probs = predict(model, sample["image"], args.scales, args.base_size, args.crop_size,
+                            args.stride_rate, args.flip, args.crop_batch, amp)
+            image = denormalize(sample["image"]) if (args.overlay or crf) else None
+            if crf is None:
+                finish(sample["id"], image, mask, probs.argmax(0))
+            else:  # the CRF of this image runs in a worker while the network takes the next one
+                meter_raw.update(probs.argmax(0), mask)
+                crf.submit((sample["id"], image, mask), image, probs.float().cpu().numpy())
+                for (id_, img, m), label in crf.ready():
+                    finish(id_, img, m, torch.from_numpy(label).to(device))
+            bar.set_postfix(mIoU=f"{100 * meter.scores()['miou']:.2f}")
+        if crf is not None:
+            for (id_, img, m), label in crf.close():
+                finish(id_, img, m, torch.from_numpy(label).to(device))
+    finally:
+        if crf is not None:
+            crf.terminate()
+
+    meter.all_reduce()  # every image was scored on exactly one rank (ShardSampler)
+    s = scores(meter.conf)
+    extra = {"images": len(dataset), "seconds": round(time.time() - t0, 1),
+             "world_size": dist.world_size()}
+    if meter_raw is not None:
+        meter_raw.all_reduce()
+        extra["without_crf"] = {k: v for k, v in scores(meter_raw.conf).items() if k in ("miou", "pixel_acc")}
+    if main_proc:
+        write_report(args, meter.conf, s, info, extra, class_names)
+        print(authors_report(s) + "\n" + format_report(s, class_names), end="")
+        print(f"predictions in {args.save_path}/, report in {args.save_path}.txt")
+    return s
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        evaluate(args)
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: no report written", file=sys.stderr)
+        return 130
+    finally:
+        dist.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
