@@ -11,6 +11,8 @@ pseudo-label folder is `datasets.layout.PSEUDO_SYNTHETIC` ("pseudo_label").
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import pathlib
 
 import pytest
@@ -53,3 +55,12 @@ def make_synthetic(tmp_path_factory):
     def make(**kw) -> SyntheticRoot:
         return _generate(tmp_path_factory, **kw)[0]
     return make
+
+
+def require_installed_venv() -> None:
+    """Skip a test that runs a scripts/*.sh when sourcing scripts/env.sh would (re)install .venv."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    want = hashlib.sha256(open(os.path.join(repo, "requirements.txt"), "rb").read()).hexdigest()
+    stamp = os.path.join(repo, ".venv", ".requirements.sha256")
+    if not os.path.isfile(stamp) or open(stamp).read().strip() != want:
+        pytest.skip("scripts/env.sh would (re)install .venv; not from a test")

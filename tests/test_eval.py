@@ -18,6 +18,8 @@ import zipfile
 
 import numpy as np
 import pytest
+
+from conftest import require_installed_venv
 import torch
 from PIL import Image
 
@@ -323,11 +325,7 @@ def test_torchrun_two_processes_score_each_image_once(tmp_path, synthetic_root):
 
 
 def test_emlc_script_defaults_and_overrides(tmp_path, synthetic_root):
-    import hashlib
-    want = hashlib.sha256(open(os.path.join(REPO, "requirements.txt"), "rb").read()).hexdigest()
-    stamp = os.path.join(REPO, ".venv", ".requirements.sha256")
-    if not os.path.isfile(stamp) or open(stamp).read().strip() != want:
-        pytest.skip("scripts/env.sh would (re)install .venv; not from a test")
+    require_installed_venv()
     script = os.path.join(REPO, "scripts", "emlc_r50_deeplabv2.sh")
     text = open(script).read()
     assert "log/train_deeplabv2_r50/last_checkpoint.pth" in text and "SAVE_PATH:-emlc_r50_deeplabv2}" in text

@@ -129,6 +129,7 @@ def test_pseudo_labels_are_imperfect_on_a_larger_set(make_synthetic):
     assert 0.02 <= st["scribble_coverage"] <= 0.04
     assert st["scribble_agreement"] == 1.0
     assert 0 < st["missed_objects"] < 0.3 * st["objects"]
+    assert st["pseudo_error_near_boundary"] > 2 * st["pseudo_error_interior"]
 
 
 def test_distance_maps_are_those_of_the_written_labels(synthetic_root):

@@ -1,0 +1,42 @@
+"""The quickstart's own path, end to end on a tiny budget: synthetic data -> train.py (R18
+DeepLabV2 + LoRM, every CDSP loss) -> eval.py, through scripts/quickstart.sh itself."""
+import json
+import os
+import subprocess
+
+import numpy as np
+from PIL import Image
+
+from conftest import require_installed_venv
+from utils.checkpoint import load_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quickstart_script_end_to_end(tmp_path):
+    require_installed_venv()
+    out = tmp_path / "qs"
+    env = dict(os.environ, OUT=str(out), EPOCHS="1", OMP_NUM_THREADS="1")
+    p = subprocess.run(["sh", os.path.join(REPO, "scripts", "quickstart.sh"), "--crop_size", "65",
+                        "--val_interval", "1"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "quickstart done" in p.stdout and "val mIoU" in p.stdout
+
+    ckpt = load_checkpoint(str(out / "train" / "best_checkpoint.pth"))
+    args = ckpt["args"]
+    assert (args["layers"], args["model_type"]) == (18, "deeplabv2")
+    assert all(args[k] > 0 for k in ("l_seg", "l_pseudo", "l_ds", "l_dc", "l_lorm"))
+    assert any(k.startswith("layer_camatt.") for k in ckpt["state_dict"])   # LoRM trained
+    assert os.path.getsize(out / "train" / "curves.png") > 0
+
+    report = open(out / "eval.txt").read()
+    metrics = json.load(open(out / "eval" / "metrics.json"))
+    assert f"{100 * metrics['miou']:.2f}" in report
+    val_ids = [l.strip() for l in open(out / "data" / "ImageSets" / "SegmentationAug" / "val.txt")
+               if l.strip()]
+    for id_ in val_ids:
+        pred = Image.open(out / "eval" / f"{id_}.png")
+        mask = Image.open(out / "data" / "SegmentationClassAug" / f"{id_}.png")
+        assert pred.mode == "P" and pred.size == mask.size
+        assert np.asarray(pred).max() < 21
