@@ -44,6 +44,7 @@ from models import MODEL_TYPES, build_model
 from utils import dist
 from utils.checkpoint import (CheckpointError, architecture_hint, load_checkpoint,
                               load_model_weights, resolve_architecture)
+from utils.cli import run_main
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
 from utils.io import atomic_path, save_png
 from utils.metrics import ConfusionMeter, format_report, plot_confusion, plot_iou_bars, scores
@@ -328,17 +329,9 @@ def evaluate(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        evaluate(args)
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: no report written", file=sys.stderr)
-        return 130
-    finally:
-        dist.cleanup()
-    return 0
+    return run_main(lambda: evaluate(args),
+                    (DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError),
+                    "no report written")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from models import build_model
 from models.lorm import foreground_mask
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from utils.cli import run_main
 from utils.inference import upsample_logits
 from utils.log import MetricsLog, save_config
 from utils.metrics import ConfusionMeter, scores
@@ -389,17 +390,8 @@ def train(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        train(args)
-    except (DatasetError, CheckpointError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint written is intact", file=sys.stderr)
-        return 130
-    finally:
-        dist.cleanup()
-    return 0
+    return run_main(lambda: train(args), (DatasetError, CheckpointError, TrainingError),
+                    "the last checkpoint written is intact")
 
 
 if __name__ == "__main__":

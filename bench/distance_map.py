@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets import distance_map as dm  # noqa: E402
+from utils.parallel import process_pool  # noqa: E402
 from utils.io import read_label, save_png  # noqa: E402
 
 H, W = 375, 500
@@ -99,7 +100,7 @@ def bare_io(src: str, dst: str, outputs: dict[str, np.ndarray], workers: int) ->
         for job in jobs:
             _copy_job(job)
     else:
-        with dm.process_pool(workers) as pool:
+        with process_pool(workers, ["datasets.distance_map"]) as pool:
             for _ in pool.imap_unordered(_copy_job, jobs, chunksize=max(1, min(32, len(jobs) // (8 * workers)))):
                 pass
 
@@ -145,7 +146,7 @@ def main() -> None:
             src = os.path.join(tmp, f"src_{kind}")
             for i, lab in enumerate(labels):
                 save_png(lab, os.path.join(src, f"{i:05d}.png"))
-        with dm.process_pool(2) as pool:  # start the forkserver now, not inside the first timing
+        with process_pool(2, ["datasets.distance_map"]) as pool:  # start the forkserver now, not inside the first timing
             pool.map(abs, range(2))
         print(f"whole folder ({args.images} PNGs; both sides use the same pool):")
         for workers in (2, 1):

@@ -28,7 +28,6 @@ all problems are listed at the end and the CLI exits 1, so one run shows every p
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -41,6 +40,7 @@ from tqdm import tqdm
 from datasets.layout import CLASSES, SCRIBBLE_TAGS, DatasetError
 from utils.io import image_size as read_image_size
 from utils.io import save_png
+from utils.parallel import parallel_map
 
 CLASS_OF_TAG = {**{n: i for i, n in enumerate(CLASSES)}, **{n: i for i, n in enumerate(SCRIBBLE_TAGS)}}
 UNLABELLED = 255
@@ -161,25 +161,14 @@ def convert(xml_dir: str, images_dir: str, out_dir: str, workers: int | None = N
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
 
     stats = ConvertStats()
-    pool = None
-    if workers > 1:  # forkserver: a plain fork of a process that ran OpenCV can hang
-        pool = multiprocessing.get_context("forkserver").Pool(workers)
-    try:
-        results = pool.imap(_convert_one, jobs, chunksize=16) if pool else map(_convert_one, jobs)
-        for labelled, total, problem in tqdm(results, total=len(jobs), desc="scribbles", unit="xml"):
-            if problem:
-                stats.problems.append(problem)
-            else:
-                stats.converted += 1
-                stats.labelled_pixels += labelled
-                stats.total_pixels += total
-    except BaseException:  # Ctrl-C: stop the workers now (written files are complete)
-        if pool is not None:
-            pool.terminate()
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
+    results = parallel_map(_convert_one, jobs, workers, preload=["datasets.convert_scribbles"])
+    for labelled, total, problem in tqdm(results, total=len(jobs), desc="scribbles", unit="xml"):
+        if problem:
+            stats.problems.append(problem)
+        else:
+            stats.converted += 1
+            stats.labelled_pixels += labelled
+            stats.total_pixels += total
     return stats
 
 

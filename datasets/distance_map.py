@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import multiprocessing
 import os
 import sys
 
@@ -25,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.io import read_label, save_png
+from utils.parallel import parallel_map
 
 DEFAULT_LAMBDA = {"scribble": math.e, "pseudo": math.e ** 6}
 
@@ -193,21 +193,6 @@ def _convert_one(name: str, kind: str, src: str, dst: str, lam: float) -> str | 
     return None
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
-
-
-def process_pool(workers: int):
-    """A process pool safe to start from a process that already ran OpenCV.
-
-    A plain fork copies OpenCV's thread-pool state without its threads and the children hang;
-    forkserver children fork from a clean server that has only imported this module.
-    """
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["datasets.distance_map"])
-    return ctx.Pool(workers, initializer=_init_worker)
-
-
 def convert_folder(kind: str, src: str, dst: str, lam: float | None = None,
                    workers: int | None = None, overwrite: bool = False) -> list[str]:
     """Write the `kind` distance map of every src/*.png to dst/ (same file name, mode-L PNG).
@@ -232,25 +217,11 @@ def convert_folder(kind: str, src: str, dst: str, lam: float | None = None,
     failures = []
     with tqdm(total=len(todo), desc=f"{kind} maps", unit="img", disable=not todo) as bar:
         bar.set_postfix(skipped=len(names) - len(todo))
-        if workers == 1 or len(todo) < 2:
-            results = map(job, todo)
-            pool = None
-        else:
-            pool = process_pool(min(workers, len(todo)))
-            results = pool.imap_unordered(job, todo, chunksize=max(1, min(32, len(todo) // (8 * workers))))
-        try:
-            for err in results:
-                if err is not None:
-                    failures.append(err)
-                    tqdm.write(f"error: {err}", file=sys.stderr)
-                bar.update()
-        except BaseException:  # Ctrl-C: stop the workers now (finished files are complete)
-            if pool is not None:
-                pool.terminate()
-            raise
-        if pool is not None:
-            pool.close()
-            pool.join()
+        for err in parallel_map(job, todo, workers, ordered=False, preload=["datasets.distance_map"]):
+            if err is not None:
+                failures.append(err)
+                tqdm.write(f"error: {err}", file=sys.stderr)
+            bar.update()
     return sorted(failures)
 
 
