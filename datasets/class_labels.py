@@ -1,0 +1,113 @@
+"""Image-level class labels from the scribbles (SPEC §1 layout): which foreground classes each
+training image contains, as a scribble annotator marked them.
+
+    python -m datasets.class_labels --root VOC2012 [--split train] [--out FILE]
+
+For every id of the split, the foreground classes (1..C-1) present in
+<root>/pascal_2012_scribble/<id>.png; 0 (background) and 255 (unlabelled) are not foreground.
+Writes {id: [class indices, ascending]} as JSON, atomically, to FILE (default
+<root>/class_labels_<split>.json) and prints a summary: ids, mean classes per image, images
+per class.
+
+An id whose scribble has no foreground stroke (background only, or nothing at all) is a
+warning, not an error: it is listed by id and counted on stderr, written with an empty list,
+and the exit code stays 0. A missing or unreadable scribble, or a value outside
+{0..C-1, 255}, is an error naming the file: exit 1 and no output file.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
+from utils.io import atomic_path, read_label
+
+
+def image_classes(scribble: np.ndarray, num_classes: int = NUM_CLASSES) -> list[int]:
+    """Sorted foreground classes (1..num_classes-1) present in a scribble label map.
+
+    Background (0) and IGNORE_INDEX are skipped; any other value out of range is a ValueError.
+    """
+    values = np.unique(np.asarray(scribble))
+    bad = [int(v) for v in values if v != IGNORE_INDEX and not 0 <= v < num_classes]
+    if bad:
+        raise ValueError(f"label values {bad} outside 0..{num_classes - 1} (ignore {IGNORE_INDEX})")
+    return [int(v) for v in values if 0 < v < num_classes]
+
+
+def collect_class_labels(root: str, split: str = "train", folders: dict | None = None,
+                         num_classes: int = NUM_CLASSES,
+                         progress: bool = False) -> tuple[dict[str, list[int]], list[str]]:
+    """({id: foreground classes} in split order, ids with no foreground stroke).
+
+    Raises DatasetError naming the file for a missing/unreadable scribble or a bad value.
+    """
+    layout = Layout(root, folders or {})
+    ids = list(dict.fromkeys(read_ids(split_path(root, split))))
+    labels: dict[str, list[int]] = {}
+    for id_ in tqdm(ids, desc=f"class labels ({split})", unit="img", disable=not progress):
+        path = layout.path("scribble", id_)
+        try:
+            labels[id_] = image_classes(read_label(path), num_classes)
+        except OSError as e:  # utils.io messages start with the path
+            raise DatasetError(str(e)) from None
+        except ValueError as e:
+            raise DatasetError(f"{path}: {e}") from None
+    no_fg = [i for i, c in labels.items() if not c]
+    return labels, no_fg
+
+
+def write_class_labels(labels: dict[str, list[int]], path: str) -> None:
+    """JSON {id: [classes]}, written atomically (a killed run leaves no half file)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            # one id per line: readable and diff-able
+            f.write("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in labels.items())
+                    + "\n}\n")
+
+
+def summary(labels: dict[str, list[int]], num_classes: int = NUM_CLASSES) -> str:
+    """Ids, mean classes per image, and the number of images containing each class."""
+    counts = collections.Counter(c for cs in labels.values() for c in cs)
+    n = len(labels)
+    mean = sum(len(cs) for cs in labels.values()) / n if n else 0.0
+    width = max(len(CLASSES[c]) for c in range(1, num_classes))
+    lines = [f"ids: {n}", f"mean foreground classes per image: {mean:.2f}", "images per class:"]
+    lines += [f"  {c:2d} {CLASSES[c] + ':':<{width + 1}} {counts.get(c, 0)}" for c in range(1, num_classes)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m datasets.class_labels", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", required=True, help="dataset root (VOC2012 in the ScribbleSup layout)")
+    ap.add_argument("--split", default="train", help="a split name or an id-list .txt path")
+    ap.add_argument("--out", default=None, help="output JSON (default: <root>/class_labels_<split>.json)")
+    ap.add_argument("--scribble", default=None, help="scribble folder under root (default pascal_2012_scribble)")
+    args = ap.parse_args(argv)
+    try:
+        labels, no_fg = collect_class_labels(args.root, args.split, {"scribble": args.scribble},
+                                             progress=True)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    name = os.path.splitext(os.path.basename(args.split))[0]
+    out = args.out or os.path.join(args.root, f"class_labels_{name}.json")
+    write_class_labels(labels, out)
+    print(summary(labels))
+    if no_fg:
+        print(f"warning: {len(no_fg)} id(s) with no foreground stroke (written with an empty list):",
+              file=sys.stderr)
+        for id_ in no_fg:
+            print(f"  {id_}", file=sys.stderr)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Score a folder of label maps (pseudo-labels, predictions) against the full masks (SPEC §7
+metrics, the same code as eval.py: utils.metrics).
+
+    python -m datasets.score_labels --root VOC2012 --labels NAME [--split train|val] [--json FILE]
+
+NAME is a folder under root (<root>/<NAME>/<id>.png) or a path. For every id of the split
+(default train: pseudo-labels exist for train), <NAME>/<id>.png is compared with
+<root>/SegmentationClassAug/<id>.png: mIoU, per-class IoU / precision / recall, pixel accuracy.
+
+Ground-truth 255 is ignored. A 255 in the scored labels means "unlabelled": those pixels are
+SCORED AS BACKGROUND (class 0), the usual way BMP / AFA / SEAM pseudo-labels are compared, and
+the fraction of (non-ignored) ground-truth pixels the labels leave 255 is reported next to the
+scores. A missing or unreadable file, a label whose size differs from its mask, or a value
+outside {0..C-1, 255} is an error naming the file: exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
+from utils.io import atomic_path, read_label
+from utils.metrics import ConfusionMeter, format_report, scores
+
+UNLABELLED_NOTE = "labels' 255 (unlabelled) pixels are scored as background"
+
+
+def labels_folder(root: str, name: str) -> str:
+    """<root>/<name> if it is a folder, else `name` as a path; DatasetError if neither exists."""
+    for folder in (os.path.join(root, name), name):
+        if os.path.isdir(folder):
+            return folder
+    raise DatasetError(f"{os.path.join(root, name)}: label folder not found")
+
+
+def _check_values(arr: np.ndarray, path: str, num_classes: int) -> None:
+    bad = np.unique(arr[(arr >= num_classes) & (arr != IGNORE_INDEX)])
+    if bad.size:
+        raise DatasetError(f"{path}: label values {bad.tolist()} outside 0..{num_classes - 1}"
+                           f" (ignore {IGNORE_INDEX})")
+
+
+def _read(path: str, num_classes: int) -> np.ndarray:
+    try:
+        arr = read_label(path)
+    except OSError as e:  # utils.io messages start with the path
+        raise DatasetError(str(e)) from None
+    _check_values(arr, path, num_classes)
+    return arr
+
+
+def score_labels(root: str, labels: str, split: str = "train", mask_folder: str | None = None,
+                 num_classes: int = NUM_CLASSES, progress: bool = False) -> dict:
+    """Scores of the label folder `labels` (name under root, or a path) against the masks.
+
+    Returns utils.metrics.scores(...) (fractions) plus "images", "unlabelled_fraction" (GT
+    pixels, 255 excluded, that the labels leave 255) and "confusion" (C x C list). Labels'
+    255 pixels are scored as background. Raises DatasetError naming the file at fault.
+    """
+    folder = labels_folder(root, labels)
+    layout = Layout(root, {"mask": mask_folder})
+    ids = list(dict.fromkeys(read_ids(split_path(root, split))))
+    meter = ConfusionMeter(num_classes, IGNORE_INDEX)
+    unlabelled = valid = 0
+    for id_ in tqdm(ids, desc=f"scoring {os.path.basename(os.path.normpath(folder))}", unit="img",
+                    disable=not progress):
+        path = os.path.join(folder, id_ + ".png")
+        mask_path = layout.path("mask", id_)
+        lab, gt = _read(path, num_classes), _read(mask_path, num_classes)
+        if lab.shape != gt.shape:
+            raise DatasetError(f"{path}: size {lab.shape[1]}x{lab.shape[0]} (WxH) differs from its mask"
+                               f" {mask_path} ({gt.shape[1]}x{gt.shape[0]})")
+        scored = gt != IGNORE_INDEX
+        hole = lab == IGNORE_INDEX
+        unlabelled += int(np.count_nonzero(hole & scored))
+        valid += int(np.count_nonzero(scored))
+        lab = np.where(hole, 0, lab).astype(np.uint8)  # unlabelled -> background (see docstring)
+        meter.update(torch.from_numpy(lab), torch.tensor(gt))  # read_label may give a read-only array
+    out = meter.scores()
+    out.update(images=len(ids), unlabelled_fraction=unlabelled / valid if valid else float("nan"),
+               confusion=meter.conf.tolist())
+    return out
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
+
+
+def report(s: dict, class_names=CLASSES) -> str:
+    """eval.py's report (utils.metrics.format_report), then precision / recall per class."""
+    width = max(len(n) for n in class_names)
+    lines = [format_report(s, class_names).rstrip("\n"),
+             f"unlabelled (255) in labels: {_pct(s['unlabelled_fraction'])} % of ground-truth pixels"
+             f" ({UNLABELLED_NOTE})",
+             f"{'class':<{width + 1}} {'IoU':>7} {'prec.':>7} {'recall':>7}"]
+    lines += [f"{name:<{width + 1}} {_pct(i):>7} {_pct(p):>7} {_pct(r):>7}"
+              for name, i, p, r in zip(class_names, s["iou"], s["precision"], s["recall"])]
+    return "\n".join(lines) + "\n"
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m datasets.score_labels", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", required=True, help="dataset root (VOC2012 in the ScribbleSup layout)")
+    ap.add_argument("--labels", required=True, help="label folder: a name under root, or a path")
+    ap.add_argument("--split", default="train", help="train, val, or an id-list .txt path")
+    ap.add_argument("--mask", default=None, help="ground-truth folder under root (default SegmentationClassAug)")
+    ap.add_argument("--json", default=None, help="also write the scores (fractions) as JSON here")
+    args = ap.parse_args(argv)
+    try:
+        s = score_labels(args.root, args.labels, args.split, args.mask, progress=True)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.labels} vs ground truth, split {args.split}, {s['images']} images")
+    print(report(s), end="")
+    if args.json:
+        data = {"labels": args.labels, "split": args.split, "note": UNLABELLED_NOTE,
+                "classes": list(CLASSES), **s}
+        with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(_nan_to_none(data), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
