@@ -47,7 +47,8 @@ from utils.checkpoint import (CheckpointError, architecture_hint, load_checkpoin
 from utils.cli import run_main
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
 from utils.io import atomic_path, save_png
-from utils.metrics import ConfusionMeter, format_report, plot_confusion, plot_iou_bars, scores
+from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
+                           scores)
 from utils.palette import colorize
 
 # The authors' model names: their `_lorm` variants are the same networks plus the training-only
@@ -222,7 +223,7 @@ def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, cla
                             "flip": args.flip, "crf": args.crf, "split": args.split},
                "absent_class_iou": "NaN (class in neither ground truth nor prediction; "
                                    "left out of mIoU)"} | extra
-    text = json.dumps(_nan_to_none(metrics), indent=1)  # NaN is not JSON: an absent class is null
+    text = json.dumps(nan_to_none(metrics), indent=1)  # NaN is not JSON: an absent class is null
     # one line per list of numbers (a confusion-matrix row), not one line per number
     text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
     with atomic_path(os.path.join(args.save_path, "metrics.json")) as tmp, open(tmp, "w") as f:
@@ -231,16 +232,6 @@ def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, cla
     plot_confusion(conf, class_names, os.path.join(args.save_path, "confusion_matrix.png"))
     with atomic_path(args.save_path + ".txt") as tmp, open(tmp, "w") as f:
         f.write(authors_report(s) + "\n" + format_report(s, class_names))
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
 from utils.io import atomic_path, read_label
-from utils.metrics import ConfusionMeter, format_report, scores
+from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct, scores
 
 UNLABELLED_NOTE = "labels' 255 (unlabelled) pixels are scored as background"
 
@@ -89,30 +88,16 @@ def score_labels(root: str, labels: str, split: str = "train", mask_folder: str 
     return out
 
 
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
-
-
 def report(s: dict, class_names=CLASSES) -> str:
     """eval.py's report (utils.metrics.format_report), then precision / recall per class."""
     width = max(len(n) for n in class_names)
     lines = [format_report(s, class_names).rstrip("\n"),
-             f"unlabelled (255) in labels: {_pct(s['unlabelled_fraction'])} % of ground-truth pixels"
+             f"unlabelled (255) in labels: {pct(s['unlabelled_fraction'])} % of ground-truth pixels"
              f" ({UNLABELLED_NOTE})",
              f"{'class':<{width + 1}} {'IoU':>7} {'prec.':>7} {'recall':>7}"]
-    lines += [f"{name:<{width + 1}} {_pct(i):>7} {_pct(p):>7} {_pct(r):>7}"
+    lines += [f"{name:<{width + 1}} {pct(i):>7} {pct(p):>7} {pct(r):>7}"
               for name, i, p, r in zip(class_names, s["iou"], s["precision"], s["recall"])]
     return "\n".join(lines) + "\n"
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         data = {"labels": args.labels, "split": args.split, "note": UNLABELLED_NOTE,
                 "classes": list(CLASSES), **s}
         with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(_nan_to_none(data), indent=1) + "\n")
+            f.write(json.dumps(nan_to_none(data), indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
 

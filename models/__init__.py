@@ -11,8 +11,6 @@ conv1.*, bn1.*, layer1..layer4.* (backbone), layer_pred0.* (head), layer_camatt.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +23,7 @@ from models.resnet import DEPTHS, DilatedResNet, dilated_resnet
 MODEL_TYPES = ("deeplabv2", "deeplabv3p")
 LAYERS = tuple(sorted(DEPTHS))
 
-__all__ = ["MODEL_TYPES", "LAYERS", "DeepLab", "build_model", "strip_module_prefix", "LoRM",
+__all__ = ["MODEL_TYPES", "LAYERS", "DeepLab", "build_model", "LoRM",
            "foreground_mask", "lorm_reference", "DilatedResNet", "dilated_resnet"]
 
 
@@ -81,11 +79,3 @@ def build_model(model_type: str, layers: int, num_classes: int = 21, lorm: bool 
     model = DeepLab(model_type, layers, num_classes, lorm)
     model.load_backbone(pretrained)
     return model
-
-
-def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> OrderedDict:
-    """Drop the 'module.' prefix DistributedDataParallel puts on every key (others unchanged)."""
-    prefix = "module."
-    return OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v)
-                       for k, v in state_dict.items())
-

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torchvision
 
-from models import LAYERS, MODEL_TYPES, build_model, foreground_mask, strip_module_prefix
+from models import LAYERS, MODEL_TYPES, build_model, foreground_mask
+from utils.checkpoint import strip_prefix as strip_module_prefix
 
 # The authors' released R50 DeepLabV2 + LoRM checkpoint layout (SPEC §3): key, shape (- = scalar).
 # Any rename or reshape of a module breaks loading their `last_checkpoint.pth` with strict=True.

@@ -67,10 +67,8 @@ def load_checkpoint(path: str, map_location="cpu", trust: bool = False) -> dict:
 
 
 def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
-    """Remove a DDP `module.` prefix when every key has it."""
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return state_dict
+    """Drop the `module.` prefix DistributedDataParallel puts on keys (other keys unchanged)."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
 def load_model_weights(model: torch.nn.Module, state_dict: dict, path: str, hint: str = "") -> None:

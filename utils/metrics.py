@@ -111,20 +111,32 @@ def scores(conf: torch.Tensor) -> dict:
     }
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """A fraction as a percentage with 2 decimals; n/a for NaN (a class absent from both)."""
     return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
+
+
+def nan_to_none(obj):
+    """NaN is not JSON: an absent class's score becomes null (dicts and lists recursively)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    return obj
 
 
 def format_report(s: dict, class_names: Sequence[str]) -> str:
     """Plain-text report, percentages with two decimals; 'n/a' marks a class absent from both."""
     width = max(len(n) for n in class_names)
     lines = [
-        f"mIoU: {_pct(s['miou'])}",
-        f"pixel accuracy: {_pct(s['pixel_acc'])}",
-        f"mean accuracy: {_pct(s['mean_acc'])}",
+        f"mIoU: {pct(s['miou'])}",
+        f"pixel accuracy: {pct(s['pixel_acc'])}",
+        f"mean accuracy: {pct(s['mean_acc'])}",
         "per-class IoU:",
     ]
-    lines += [f"{name + ':':<{width + 1}} {_pct(v)}" for name, v in zip(class_names, s["iou"])]
+    lines += [f"{name + ':':<{width + 1}} {pct(v)}" for name, v in zip(class_names, s["iou"])]
     return "\n".join(lines) + "\n"
 
 
@@ -155,7 +167,7 @@ def plot_iou_bars(s: dict, class_names: Sequence[str], path: str) -> None:
     for yi, v in zip(y, iou):
         ax.text((0 if np.isnan(v) else v) + 1, yi, "n/a" if np.isnan(v) else f"{v:.1f}",
                 va="center", fontsize=7)
-    ax.axvline(100 * s["miou"], color="tab:red", ls="--", lw=1, label=f"mIoU {_pct(s['miou'])}")
+    ax.axvline(100 * s["miou"], color="tab:red", ls="--", lw=1, label=f"mIoU {pct(s['miou'])}")
     ax.set_yticks(y, labels=list(class_names), fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 105)
