@@ -46,7 +46,7 @@ from utils.checkpoint import (CheckpointError, architecture_hint, load_checkpoin
                               load_model_weights, resolve_architecture)
 from utils.cli import run_main
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
-from utils.io import atomic_path, save_png
+from utils.io import atomic_path, save_png, save_rgb_png
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
 from utils.palette import colorize
@@ -191,12 +191,6 @@ def overlay_picture(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha
 
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([image, gap, blend(mask), gap, blend(pred)], axis=1)
-
-
-def save_rgb_png(picture: np.ndarray, path: str) -> None:
-    from PIL import Image
-    with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
 
 
 def authors_report(s: dict) -> str:

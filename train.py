@@ -12,18 +12,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import sys
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from datasets.check import require_dataset
-from datasets.layout import CLASSES, DatasetError
+from datasets.layout import DatasetError
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
 from losses import CDSPLoss
@@ -33,15 +31,12 @@ from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from utils.cli import run_main
 from utils.inference import upsample_logits
+from utils.io import save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.metrics import ConfusionMeter, scores
 from utils.palette import colorize
-
-LAST, BEST = "last_checkpoint.pth", "best_checkpoint.pth"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, empty loader...); the message says where."""
+from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync,
+                            collate, lr_at, resume_path, seed_epoch, seed_everything, unwrap)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -106,24 +101,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# ----------------------------------------------------------------------------- schedule
-def lr_at(iteration: int, base_lr: float, warmup_iters: int, total_iters: int) -> float:
-    """SPEC §6, per iteration: linear warm-up to base_lr, then cosine to 0 at total_iters.
-
-    A pure function of the iteration, so a resumed run follows the exact same schedule.
-    """
-    if iteration < warmup_iters:
-        return base_lr * (iteration + 1) / warmup_iters
-    t = (iteration - warmup_iters) / max(1, total_iters - warmup_iters)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # ----------------------------------------------------------------------------- data
 def folders(args) -> dict:
     return {"pseudo": args.pseudo_path, "dist_s": args.distancemap_s,
@@ -149,20 +126,7 @@ def build_loaders(args, train_fields, device):
     return train_loader, val_loader
 
 
-def collate(samples: list[dict]) -> dict:
-    """Stack tensors; keep ids and original sizes as lists."""
-    out = {}
-    for k in samples[0]:
-        vals = [s[k] for s in samples]
-        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
-    return out
-
-
 # ----------------------------------------------------------------------------- model
-def unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
 def build(args, device):
     try:
         model = build_model(args.model_type, args.layers, args.numclasses, lorm=args.l_lorm != 0,
@@ -228,45 +192,11 @@ def sample_grid(batch, out, n: int = 4) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def save_grid_png(grid: np.ndarray, path: str) -> None:
-    from PIL import Image
-
-    from utils.io import atomic_path
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
-
-
 # ----------------------------------------------------------------------------- main loop
-def resume_path(args) -> str | None:
-    if args.resume is None:
-        return None
-    if args.resume == "auto":
-        path = os.path.join(args.logdir, LAST)
-        return path if os.path.isfile(path) else None
-    return args.resume
-
-
-def check_weights_in_sync(model) -> None:
-    """Under DDP every rank must end with the same weights (the authors' DDP silently did not)."""
-    if not dist.is_dist():
-        return
-    with torch.no_grad():
-        s = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()]).cpu()
-    gathered = [torch.zeros_like(s) for _ in range(dist.world_size())]
-    torch.distributed.all_gather(gathered, s)
-    if any(not torch.equal(g, gathered[0]) for g in gathered):
-        raise TrainingError("weights differ across ranks after training: gradients were not synchronised")
-    if dist.is_main():
-        print(f"weights identical on all {dist.world_size()} ranks (checksum {float(s.sum()):.6e})")
-
-
 def train(args) -> dict:
     device = dist.init_distributed(args.device)
     main_proc = dist.is_main()
-    use_amp = (device.type == "cuda") if args.amp is None else args.amp
-    amp_dtype = None
-    if use_amp:
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    amp_dtype = autocast_dtype(device, args.amp)
     seed_everything(args.seed)
     if args.batchsize < 2 and not (dist.is_dist() and device.type == "cuda"):
         # BatchNorm (the head's image-pooling branch sees one value per channel) cannot train
@@ -288,7 +218,7 @@ def train(args) -> dict:
     warmup_iters = min(total_iters, max(1, round(args.warmup * iters_per_epoch)))
     start_epoch, iteration, best_miou = 0, 0, -1.0
 
-    path = resume_path(args)
+    path = resume_path(args.resume, args.logdir)
     if path is not None:
         ckpt = load_checkpoint(path, map_location=device)
         load_model_weights(unwrap(model), ckpt["state_dict"], path,
@@ -320,8 +250,7 @@ def train(args) -> dict:
     model.train()
     result = {"best_miou": best_miou, "val_miou": float("nan")}
     for epoch in range(start_epoch, args.epochs):
-        # Everything random in an epoch is a function of (seed, epoch, rank): exact resume.
-        seed_everything(args.seed + 1000 * epoch + dist.rank())
+        seed_epoch(args.seed, epoch)
         train_loader.sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_proc,
@@ -352,7 +281,7 @@ def train(args) -> dict:
                 if step == 0:
                     grid = sample_grid(batch, out)
                     log.image("train/image|scribble|pseudo|prediction", grid, iteration)
-                    save_grid_png(grid, os.path.join(args.logdir, "train_samples.png"))
+                    save_rgb_png(grid, os.path.join(args.logdir, "train_samples.png"))
         row = {"epoch": epoch + 1, "iteration": iteration, "lr": lr, "time_s": round(time.time() - t0, 2)}
         row |= {f"loss_{k}": v / iters_per_epoch for k, v in sums.items()}
 

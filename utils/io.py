@@ -44,6 +44,15 @@ def save_png(array: np.ndarray, path: str, palette: bool = False) -> None:
         img.save(tmp, format="PNG")
 
 
+def save_rgb_png(picture: np.ndarray, path: str) -> None:
+    """Write an (H, W, 3) uint8 picture (overlays, sample grids) as a PNG, atomically."""
+    picture = np.asarray(picture)
+    if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an (H, W, 3) uint8 picture, got {picture.dtype} {picture.shape}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+
+
 def read_label(path: str) -> np.ndarray:
     """(H, W) uint8 from a label or distance-map PNG.
 

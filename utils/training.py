@@ -1,0 +1,84 @@
+"""Pieces every training loop here shares (train.py and the CAM classifier of
+make_pseudo_labels.py): the lr schedule, seeding, batching, DDP unwrapping, resuming."""
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import numpy as np
+import torch
+
+from utils import dist
+
+LAST, BEST = "last_checkpoint.pth", "best_checkpoint.pth"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, empty loader...); the message says where."""
+
+
+def lr_at(iteration: int, base_lr: float, warmup_iters: int, total_iters: int) -> float:
+    """SPEC §6, per iteration: linear warm-up to base_lr, then cosine to 0 at total_iters.
+
+    A pure function of the iteration, so a resumed run follows the exact same schedule.
+    """
+    if iteration < warmup_iters:
+        return base_lr * (iteration + 1) / warmup_iters
+    t = (iteration - warmup_iters) / max(1, total_iters - warmup_iters)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """--amp/--no-amp (None: on with CUDA): fp16 on CUDA (with a GradScaler), bf16 on CPU."""
+    if not ((device.type == "cuda") if amp is None else amp):
+        return None
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Everything random in an epoch is a function of (seed, epoch, rank): exact resume."""
+    seed_everything(seed + 1000 * epoch + dist.rank())
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors; keep ids and original sizes as lists."""
+    out = {}
+    for k in samples[0]:
+        vals = [s[k] for s in samples]
+        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out
+
+
+def unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def resume_path(resume: str | None, logdir: str) -> str | None:
+    """--resume PATH as given; --resume auto: the log dir's last checkpoint if there is one."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = os.path.join(logdir, LAST)
+        return path if os.path.isfile(path) else None
+    return resume
+
+
+def check_weights_in_sync(model) -> None:
+    """Under DDP every rank must end with the same weights (the authors' DDP silently did not)."""
+    if not dist.is_dist():
+        return
+    with torch.no_grad():
+        s = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()]).cpu()
+    gathered = [torch.zeros_like(s) for _ in range(dist.world_size())]
+    torch.distributed.all_gather(gathered, s)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise TrainingError("weights differ across ranks after training: gradients were not synchronised")
+    if dist.is_main():
+        print(f"weights identical on all {dist.world_size()} ranks (checksum {float(s.sum()):.6e})")
