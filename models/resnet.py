@@ -158,17 +158,30 @@ class DilatedResNet(nn.Module):
         torchvision's IMAGENET1K_V1 weights (downloaded), anything else is a local file holding a
         torchvision-style ResNet state_dict (or a dict with "state_dict"). `fc.*` is ignored.
         """
-        if pretrained is None or pretrained == "none":
-            return
-        if pretrained == "imagenet":
-            source = f"torchvision ResNet{self.depth}_Weights.IMAGENET1K_V1"
-            state = _imagenet_state_dict(self.depth)
-        else:
-            source = os.fspath(pretrained)
-            state = _read_state_dict(source)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        _check_backbone_state(state, self.backbone_state_shapes(), self.depth, source)
-        self.load_state_dict(state, strict=False)
+        state = pretrained_backbone_state(self.depth, pretrained, self.backbone_state_shapes())
+        if state is not None:
+            self.load_state_dict(state, strict=False)
+
+
+def pretrained_backbone_state(depth: int, pretrained: str | os.PathLike | None,
+                            expected: Mapping[str, torch.Size]) -> dict | None:
+    """A checked torchvision-style ResNet-`depth` state_dict (`fc.*` dropped) for `pretrained`:
+    None/"none" -> None (keep the random init); "imagenet" -> torchvision's IMAGENET1K_V1
+    (downloaded); anything else -> a local file. Raises ValueError naming the source unless its
+    keys and shapes are exactly `expected`. Shared by the segmentation backbone and the CAM
+    classifier (models/cam.py): both use torchvision's key names.
+    """
+    if pretrained is None or pretrained == "none":
+        return None
+    if pretrained == "imagenet":
+        source = f"torchvision ResNet{depth}_Weights.IMAGENET1K_V1"
+        state = _imagenet_state_dict(depth)
+    else:
+        source = os.fspath(pretrained)
+        state = _read_state_dict(source)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    _check_backbone_state(state, expected, depth, source)
+    return state
 
 
 def _imagenet_state_dict(depth: int) -> Mapping[str, torch.Tensor]:

@@ -11,5 +11,6 @@ NGPU="${NGPU:-$(python -c 'import torch; print(max(1, torch.cuda.device_count())
 torchrun --standalone --nproc_per_node "$NGPU" train.py \
     --model_type deeplabv2 --layers 50 \
     --dataset_path "${DATA:-dataset/ScribbleSup/VOC2012}" --pseudo_path "${PSEUDO:-BMP}" \
+    --distancemap_c "${DIST_C:-distance_pseudo}" \
     --batchsize 16 --lr 1e-3 --epochs 50 --warmup 5 --workers "${WORKERS:-8}" \
     --pretrained "${PRETRAINED:-imagenet}" --logdir "${LOGDIR:-log/train_r50_deeplabv2_ddp}" "$@"

@@ -22,8 +22,10 @@ class MetricsLog:
     """One row per epoch in metrics.csv (rewritten whole, so resuming keeps one consistent file),
     the same rows drawn as curves.png, and every scalar mirrored to TensorBoard."""
 
-    def __init__(self, logdir: str, tensorboard: bool = True):
+    def __init__(self, logdir: str, tensorboard: bool = True, val_key: str = "val_miou",
+                 val_title: str = "val mIoU (%)"):
         self.logdir = logdir
+        self.val_key, self.val_title = val_key, val_title  # the validation column drawn
         self.csv_path = os.path.join(logdir, "metrics.csv")
         self.png_path = os.path.join(logdir, "curves.png")
         self.rows: list[dict] = []
@@ -71,10 +73,11 @@ class MetricsLog:
         axes[0].legend(fontsize=8)
         axes[1].plot(ep, [r.get("lr", np.nan) for r in self.rows], marker=".")
         axes[1].set(title="learning rate (end of epoch)", xlabel="epoch")
-        val = [(r["epoch"], r["val_miou"]) for r in self.rows if not np.isnan(r.get("val_miou", np.nan))]
+        k = self.val_key
+        val = [(r["epoch"], r[k]) for r in self.rows if not np.isnan(r.get(k, np.nan))]
         if val:
             axes[2].plot(*zip(*val), marker="o", color="C3")
-        axes[2].set(title="val mIoU (%)", xlabel="epoch")
+        axes[2].set(title=self.val_title, xlabel="epoch")
         for a in axes:
             a.grid(alpha=0.3)
         fig.tight_layout()

@@ -1,0 +1,494 @@
+"""Stage 1 of CDSP: pseudo-labels from the classes the scribbles reveal (CAM), in the SPEC §1 layout.
+
+    python -m datasets.class_labels --root DIR                 # which classes each image holds
+    python make_pseudo_labels.py train --dataset_path DIR --logdir log/cam_r50
+    python make_pseudo_labels.py label --dataset_path DIR --checkpoint_path log/cam_r50/last_checkpoint.pth \
+                                       --out cam_pseudo
+    torchrun --nproc_per_node N make_pseudo_labels.py train|label ...   # DDP / sharded, like train.py
+
+`train` fits the multi-label CAM classifier (models/cam.py: torchvision ResNet, ImageNet init by
+default) to the image-level labels of <root>/class_labels_<split>.json (written by
+datasets.class_labels; computed from the scribbles when absent), with the multi-label
+soft-margin loss, SGD, warm-up + cosine lr per iteration (utils.training, as train.py), and
+validates each epoch with the per-class F1 of the val split's classes (from the full masks when
+they exist, else the scribbles). Checkpoints, metrics.csv, curves.png and TensorBoard go to
+--logdir; --resume auto continues exactly.
+
+`label` writes <root>/<out>/<id>.png for every id of --split (mode P, VOC palette; values 0..C-1
+and 255 = unsure): multi-scale + flip CAMs of the image's own classes, thresholded against
+background, scribble pixels kept (datasets/cam_labels.py says why each rule). Ids whose PNG
+exists are skipped, so an interrupted run resumes (--overwrite redoes them); each PNG is written
+atomically. At the end it writes a preview picture (image | CAM | pseudo-label | mask) and, if
+the split has full masks, scores the folder with datasets.score_labels (eval.py's metric code)
+into <checkpoint dir>/pseudo_scores_<out>.json. Then make D_c for the new folder with
+datasets.distance_map and train with `train.py --pseudo_path <out> --distancemap_c <its D_c>`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from datasets.cam_labels import BG_THRESH, FG_THRESH, cam_pseudo_label
+from datasets.class_labels import collect_class_labels, image_classes, write_class_labels
+from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
+from datasets.scribble import ScribbleDataset
+from datasets.transforms import TrainTransform, ValTransform, denormalize
+from models.cam import CAM_DEPTHS, CAM_SCALES, OUTPUT_STRIDE, build_cam_net, multi_scale_cam
+from utils import dist
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from utils.cli import run_main
+from utils.io import atomic_path, save_png, save_rgb_png
+from utils.log import MetricsLog, save_config
+from utils.palette import colorize
+from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync,
+                            collate, lr_at, resume_path, seed_epoch, seed_everything, unwrap)
+
+NUM_FG = NUM_CLASSES - 1  # the classifier's outputs: classes 1..20
+
+
+# ----------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(s):
+        a = s.add_argument
+        a("--dataset_path", default="dataset/ScribbleSup/VOC2012", help="root of the SPEC §1 layout")
+        a("--scribble_path", default="pascal_2012_scribble", help="scribble folder under the root")
+        a("--class_labels", default=None,
+          help="image-level labels JSON (default <root>/class_labels_<split>.json; computed from "
+               "the scribbles when the file does not exist)")
+        a("--workers", type=int, default=4)
+        a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+        a("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="fit the CAM classifier to the scribbles' image-level labels")
+    common(t)
+    a = t.add_argument
+    a("--train_path", default="train", help="train id list: a split name or a .txt path")
+    a("--val_path", default="val", help="val id list ('none': no validation)")
+    a("--layers", type=int, default=50, choices=CAM_DEPTHS, help="torchvision ResNet depth")
+    a("--output_stride", type=int, default=OUTPUT_STRIDE, choices=(8, 16),
+      help="CAM resolution: 16 (IRN) or 8 (small images)")
+    a("--pretrained", default="imagenet", help="imagenet (torchvision IMAGENET1K_V1), none, or a file")
+    a("--crop_size", type=int, default=512, help="IRN's 512: a whole VOC image fits, labels stay true")
+    a("--scale_range", type=float, nargs=2, default=(0.7, 1.3), help="random rescale range")
+    a("--batchsize", type=int, default=16, help="per process")
+    a("--lr", type=float, default=0.1, help="head lr; the pretrained backbone gets lr/10 (IRN)")
+    a("--wdecay", type=float, default=1e-4)
+    a("--momentum", type=float, default=0.9)
+    a("--epochs", type=int, default=5)
+    a("--warmup", type=float, default=0, help="linear warm-up length in epochs")
+    a("--amp", action=argparse.BooleanOptionalAction, default=None,
+      help="mixed precision (default: on with CUDA, fp16 + GradScaler; off on CPU)")
+    a("--logdir", default="log/cam_r50", help="checkpoints, metrics.csv, curves.png, TensorBoard")
+    a("--resume", default=None, help="a checkpoint path, or 'auto' (the log dir's last checkpoint)")
+    a("--stop_after", type=int, default=None,
+      help="leave after this many epochs in this run; the schedule still spans --epochs")
+
+    lab = sub.add_parser("label", help="write CAM pseudo-labels for a split")
+    common(lab)
+    a = lab.add_argument
+    a("--checkpoint_path", default="log/cam_r50/last_checkpoint.pth", help="a `train` checkpoint")
+    a("--split", default="train", help="a split name or an id-list .txt path")
+    a("--out", default="cam_pseudo", help="output folder: a name under the root, or a path")
+    a("--scales", type=float, nargs="+", default=list(CAM_SCALES))
+    a("--flip", action=argparse.BooleanOptionalAction, default=True, help="add the mirrored image")
+    a("--fg_thresh", type=float, default=FG_THRESH, help="CAM score from which a class claims a pixel")
+    a("--bg_thresh", type=float, default=BG_THRESH, help="CAM score below which a pixel is background")
+    a("--scribble_override", action=argparse.BooleanOptionalAction, default=True,
+      help="scribble pixels keep the scribble's class")
+    a("--overwrite", action="store_true", help="redo ids whose pseudo-label already exists")
+    a("--preview", type=int, default=6, help="images in the preview picture (0: none)")
+    a("--trust_checkpoint", action="store_true", help="torch.load with weights_only=False")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        for name in ("batchsize", "epochs", "crop_size"):
+            if getattr(args, name) < 1:
+                build_parser().error(f"--{name} must be >= 1")
+    else:
+        if not 0 <= args.bg_thresh <= args.fg_thresh:
+            build_parser().error("need 0 <= --bg_thresh <= --fg_thresh")
+        if not args.scales or min(args.scales) <= 0:
+            build_parser().error("--scales must be positive")
+    return args
+
+
+# ----------------------------------------------------------------------------- class labels
+def class_labels_for(args, split: str) -> dict[str, list[int]]:
+    """{id: foreground classes} of `split`: the JSON if it exists, else from the scribbles.
+
+    Rank 0 writes the computed file (so the next run and `label` use the same labels).
+    """
+    name = os.path.splitext(os.path.basename(split))[0]
+    path = args.class_labels or os.path.join(args.dataset_path, f"class_labels_{name}.json")
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                labels = json.load(f)
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{path}: cannot read class labels ({e})") from None
+        bad = [k for k, v in labels.items()
+               if not isinstance(v, list) or any(not isinstance(c, int) or not 0 < c < NUM_CLASSES for c in v)]
+        if bad:
+            raise DatasetError(f"{path}: entries must be lists of classes 1..{NUM_CLASSES - 1}; "
+                               f"bad: {bad[:5]}")
+        missing = [i for i in read_ids(split_path(args.dataset_path, split)) if i not in labels]
+        if missing:
+            raise DatasetError(f"{path}: no class labels for {len(missing)} id(s) of {split}, e.g. "
+                               f"{missing[:3]}; rerun python -m datasets.class_labels")
+        return labels
+    labels, _ = collect_class_labels(args.dataset_path, split, {"scribble": args.scribble_path},
+                                     progress=dist.is_main())
+    if dist.is_main():
+        write_class_labels(labels, path)
+        print(f"class labels computed from the scribbles and written to {path}")
+    return labels
+
+
+def multi_hot(ids: list[str], labels: dict[str, list[int]], device) -> torch.Tensor:
+    y = torch.zeros((len(ids), NUM_FG), device=device)
+    for i, id_ in enumerate(ids):
+        for c in labels[id_]:
+            y[i, c - 1] = 1.0
+    return y
+
+
+# ----------------------------------------------------------------------------- training
+class _MaskClasses:
+    """Val transform that also turns the full mask (or scribble) into the image's classes."""
+
+    def __init__(self, field: str):
+        self.field, self.base = field, ValTransform(None)
+
+    def __call__(self, sample: dict) -> dict:
+        classes = image_classes(sample[self.field])  # values were checked by the dataset
+        out = self.base({k: v for k, v in sample.items() if k != self.field})
+        out["target"] = torch.zeros(NUM_FG)
+        out["target"][[c - 1 for c in classes]] = 1.0
+        return out
+
+
+def _val_set(args):
+    """The val split with its classes from the masks (else the scribbles); None if absent."""
+    if args.val_path == "none":
+        return None
+    root = args.dataset_path
+    if not os.path.isfile(split_path(root, args.val_path)):
+        if dist.is_main():
+            print(f"no {split_path(root, args.val_path)}: training without validation")
+        return None
+    layout = Layout(root, {"scribble": args.scribble_path})
+    field = "mask" if os.path.isdir(layout.folder("mask")) else "scribble"
+    return ScribbleDataset(root, args.val_path, ("image", field), {"scribble": args.scribble_path},
+                           _MaskClasses(field))
+
+
+@torch.inference_mode()
+def validate(model, loader, device) -> dict:
+    """Per-class F1 of sigmoid > 0.5 over the split (counts summed over ranks)."""
+    model.eval()
+    counts = torch.zeros((3, NUM_FG), device=device, dtype=torch.float64)  # tp, fp, fn
+    for s in loader:
+        pred = model(s["image"][None].to(device)).float()[0] > 0
+        y = s["target"].to(device) > 0.5
+        counts += torch.stack([pred & y, pred & ~y, ~pred & y]).double()
+    dist.all_reduce_sum(counts)
+    model.train()
+    tp, fp, fn = counts
+    support = (tp + fn) > 0
+    f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
+    return {"f1": float(f1[support].mean()) if support.any() else float("nan"),
+            "per_class_f1": {CLASSES[c + 1]: float(f1[c]) for c in range(NUM_FG) if support[c]}}
+
+
+def cam_grid(model, batch, n: int = 4) -> np.ndarray:
+    """Rows of image | CAM of each labelled class (jet, max over classes): what the net looks at."""
+    import matplotlib
+    cmap = matplotlib.colormaps["jet"]
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        cams = model.cam(batch["image"][:n].to(next(model.parameters()).device)).float()
+        model.train(was)
+    cams = F.interpolate(cams, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
+    rows = []
+    for i in range(min(n, len(cams))):
+        own = batch["target"][i] > 0.5
+        m = cams[i][own.to(cams.device)].amax(0) if own.any() else torch.zeros_like(cams[i, 0])
+        m = (m / (m.max() + 1e-5)).cpu().numpy()
+        img = denormalize(batch["image"][i])
+        heat = (cmap(m)[..., :3] * 255).astype(np.uint8)
+        rows.append(np.concatenate([img, (0.5 * img + 0.5 * heat).astype(np.uint8)], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def train(args) -> dict:
+    device = dist.init_distributed(args.device)
+    main_proc = dist.is_main()
+    amp_dtype = autocast_dtype(device, args.amp)
+    seed_everything(args.seed)
+
+    labels = class_labels_for(args, args.train_path)
+    empty = [i for i in read_ids(split_path(args.dataset_path, args.train_path)) if not labels.get(i)]
+    train_set = ScribbleDataset(args.dataset_path, args.train_path, ("image",), None,
+                                TrainTransform(args.crop_size, tuple(args.scale_range)))
+    if main_proc and empty:
+        print(f"{len(empty)} of {len(train_set)} training ids have no foreground class: they teach "
+              f"'no object here' (all-zero targets)")
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(),
+                                 shuffle=True, seed=args.seed, drop_last=True)
+    pin = device.type == "cuda"
+    loader = DataLoader(train_set, args.batchsize, sampler=sampler, num_workers=args.workers,
+                        pin_memory=pin, drop_last=True, collate_fn=collate)
+    if len(loader) == 0:
+        raise TrainingError(f"{len(train_set)} training ids give no full batch of {args.batchsize} "
+                            f"per process (x{dist.world_size()}): lower --batchsize")
+    val_set = _val_set(args)
+    val_loader = None if val_set is None else DataLoader(
+        val_set, batch_size=None, sampler=dist.ShardSampler(len(val_set)), num_workers=args.workers)
+
+    try:
+        model = build_cam_net(args.layers, NUM_FG, args.pretrained, args.output_stride).to(device)
+    except (OSError, ValueError, RuntimeError) as e:  # a wrong --pretrained file, no network
+        raise TrainingError(f"--pretrained {args.pretrained}: {e}") from None
+    groups = model.param_groups()
+    if dist.is_dist():
+        if device.type == "cuda" and not model.frozen_bn:  # SyncBatchNorm refuses CPU modules
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the Parameters
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.wdecay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    iters_per_epoch = len(loader)
+    total_iters = args.epochs * iters_per_epoch
+    warmup_iters = min(total_iters, round(args.warmup * iters_per_epoch))
+    start_epoch, iteration, best = 0, 0, -1.0
+    path = resume_path(args.resume, args.logdir)
+    if path is not None:
+        ckpt = load_checkpoint(path, map_location=device)
+        load_model_weights(unwrap(model), ckpt["state_dict"], path,
+                           hint="resume with the same --layers/--output_stride as the run that wrote it")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, iteration, best = int(ckpt["epoch"]), int(ckpt["iteration"]), float(ckpt.get("best_f1", -1))
+        if main_proc:
+            print(f"resumed from {path}: epoch {start_epoch}, iteration {iteration}")
+
+    log = None
+    if main_proc:
+        os.makedirs(args.logdir, exist_ok=True)
+        save_config(vars(args) | {"world_size": dist.world_size(), "device": str(device),
+                                  "iters_per_epoch": iters_per_epoch}, args.logdir)
+        log = MetricsLog(args.logdir, val_key="val_f1", val_title="val mean F1 of class presence (%)")
+        log.truncate(start_epoch)
+
+    def state(epoch_done: int) -> dict:
+        return {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch_done, "iteration": iteration,
+                "best_f1": best, "args": vars(args), "kind": "cam_classifier"}
+
+    model.train()
+    result = {"val_f1": float("nan")}
+    for epoch in range(start_epoch, args.epochs):
+        seed_epoch(args.seed, epoch)
+        sampler.set_epoch(epoch)
+        total_loss, t0 = 0.0, time.time()
+        bar = tqdm(loader, desc=f"CAM epoch {epoch + 1}/{args.epochs}", disable=not main_proc,
+                   dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            lr = lr_at(iteration, args.lr, warmup_iters, total_iters)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            target = multi_hot(batch["id"], labels, device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(batch["image"].to(device, non_blocking=True))
+            loss = F.multilabel_soft_margin_loss(logits.float(), target)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; "
+                                    f"the last good checkpoint is left in place")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            total_loss += loss_value
+            if main_proc:
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                log.scalars({"loss/multilabel": loss_value, "lr": lr}, iteration)
+                if step == 0:
+                    grid = cam_grid(unwrap(model), batch | {"target": target.cpu()})
+                    log.image("train/image|CAM", grid, iteration)
+                    save_rgb_png(grid, os.path.join(args.logdir, "train_cams.png"))
+        row = {"epoch": epoch + 1, "iteration": iteration, "lr": lr, "time_s": round(time.time() - t0, 2),
+               "loss_multilabel": total_loss / iters_per_epoch, "val_f1": float("nan")}
+        if val_loader is not None:
+            s = validate(model, val_loader, device)
+            row["val_f1"] = result["val_f1"] = 100 * s["f1"]
+            if main_proc:
+                print(f"epoch {epoch + 1}: loss {row['loss_multilabel']:.4f}, val mean F1 {row['val_f1']:.2f}")
+            if row["val_f1"] > best:
+                best = row["val_f1"]
+                if main_proc:
+                    save_checkpoint(state(epoch + 1), os.path.join(args.logdir, BEST))
+        if main_proc:
+            save_checkpoint(state(epoch + 1), os.path.join(args.logdir, LAST))
+            log.epoch_row(row)
+        dist.barrier()
+        if args.stop_after is not None and epoch + 1 - start_epoch >= args.stop_after:
+            if main_proc and epoch + 1 < args.epochs:
+                print(f"stopping after epoch {epoch + 1} (--stop_after); continue with --resume auto")
+            break
+    check_weights_in_sync(model)
+    if main_proc:
+        log.close()
+        print(f"done: CAM classifier in {os.path.join(args.logdir, LAST)} (curves.png, train_cams.png)")
+    return result
+
+
+# ----------------------------------------------------------------------------- labelling
+def load_cam_model(path: str, device, trust: bool = False):
+    ckpt = load_checkpoint(path, map_location="cpu", trust=trust)
+    saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    if ckpt.get("kind") != "cam_classifier" or "layers" not in saved:
+        raise CheckpointError(f"{path}: not a CAM classifier checkpoint from `make_pseudo_labels.py "
+                              f"train` (a segmentation checkpoint goes to eval.py)")
+    model = build_cam_net(int(saved["layers"]), NUM_FG, None, int(saved.get("output_stride", OUTPUT_STRIDE)))
+    load_model_weights(model, ckpt["state_dict"], path)
+    return model.to(device).eval(), ckpt
+
+
+def _out_folder(root: str, out: str) -> str:
+    return out if os.path.isabs(out) or os.sep in out else os.path.join(root, out)
+
+
+class _Labelling:
+    """Reads what one id needs: the image (normalised tensor) and its scribble."""
+
+    def __init__(self):
+        self.base = ValTransform(None)
+
+    def __call__(self, sample: dict) -> dict:
+        scribble = sample["scribble"]
+        out = self.base({k: v for k, v in sample.items() if k != "scribble"})
+        out["scribble"] = scribble
+        out["rgb"] = sample["image"]
+        return out
+
+
+def _as_is(sample: dict) -> dict:
+    return sample  # keep the scribble and the RGB image as numpy arrays
+
+
+def pseudo_label_of(model, s: dict, classes: list[int], args, device) -> tuple[np.ndarray, np.ndarray]:
+    """(pseudo-label (H, W) uint8, CAMs (n, H, W)) of one sample."""
+    cams = multi_scale_cam(model, s["image"][None].to(device), classes, args.scales, args.flip)
+    cams = cams.float().cpu().numpy()
+    label = cam_pseudo_label(cams, classes, s["scribble"] if args.scribble_override else None,
+                             args.fg_thresh, args.bg_thresh)
+    return label, cams
+
+
+def preview(model, dataset, labels, args, device, path: str) -> None:
+    """Rows of image | CAM (max over the image's classes) | pseudo-label | mask (if any)."""
+    import matplotlib
+    cmap = matplotlib.colormaps["jet"]
+    layout = Layout(args.dataset_path)
+    rows = []
+    for i in range(min(args.preview, len(dataset))):
+        s = dataset[i]
+        label, cams = pseudo_label_of(model, s, labels[s["id"]], args, device)
+        heat = cmap(cams.max(0) if len(cams) else np.zeros(label.shape))[..., :3] * 255
+        cols = [s["rgb"], (0.5 * s["rgb"] + 0.5 * heat).astype(np.uint8), colorize(label)]
+        mask_path = layout.path("mask", s["id"])
+        if os.path.isfile(mask_path):
+            from utils.io import read_label
+            cols.append(colorize(read_label(mask_path)))
+        rows.append(np.concatenate(cols, axis=1))
+    if rows:
+        width = max(r.shape[1] for r in rows)
+        rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+        save_rgb_png(np.concatenate(rows, axis=0), path)
+
+
+def label(args) -> dict:
+    device = dist.init_distributed(args.device)
+    main_proc = dist.is_main()
+    model, _ = load_cam_model(args.checkpoint_path, device, args.trust_checkpoint)
+    labels = class_labels_for(args, args.split)
+    out_dir = _out_folder(args.dataset_path, args.out)
+    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "scribble"),
+                              {"scribble": args.scribble_path}, _Labelling())
+    # Decided once, on rank 0: a rank that looked later would see files others just wrote,
+    # shard a different list, and leave ids unlabelled.
+    todo = dist.broadcast_object([i for i, id_ in enumerate(dataset.ids)
+                                  if args.overwrite or not os.path.isfile(os.path.join(out_dir, id_ + ".png"))]
+                                 if main_proc else None)
+    if main_proc:
+        os.makedirs(out_dir, exist_ok=True)
+        done = len(dataset) - len(todo)
+        print(f"{len(todo)} of {len(dataset)} ids to label into {out_dir}"
+              + (f" ({done} already there; --overwrite redoes them)" if done else ""))
+    shard = Subset(dataset, todo)
+    loader = DataLoader(shard, batch_size=None, sampler=dist.ShardSampler(len(shard)),
+                        num_workers=args.workers, collate_fn=_as_is)
+    stats = torch.zeros(3, dtype=torch.float64)  # pixels, unsure pixels, images
+    for s in tqdm(loader, desc="CAM pseudo-labels", unit="img", disable=not main_proc, dynamic_ncols=True):
+        lab, _ = pseudo_label_of(model, s, labels[s["id"]], args, device)
+        save_png(lab, os.path.join(out_dir, s["id"] + ".png"), palette=True)
+        stats += torch.tensor([lab.size, (lab == IGNORE_INDEX).sum(), 1], dtype=torch.float64)
+    dist.all_reduce_sum(stats)
+    dist.barrier()
+    result = {"labelled": int(stats[2]), "unsure_fraction": float(stats[1] / stats[0]) if stats[0] else None}
+    if not main_proc:
+        return result
+    if stats[2]:
+        print(f"labelled {int(stats[2])} images; {100 * result['unsure_fraction']:.1f} % of their pixels unsure (255)")
+    name = os.path.basename(os.path.normpath(out_dir))
+    ckpt_dir = os.path.dirname(os.path.abspath(args.checkpoint_path))
+    if args.preview:
+        pic = os.path.join(ckpt_dir, f"pseudo_preview_{name}.png")
+        preview(model, dataset, labels, args, device, pic)
+        print(f"preview: {pic}")
+    layout = Layout(args.dataset_path)
+    if all(os.path.isfile(layout.path("mask", i)) for i in dataset.ids):
+        from datasets.score_labels import UNLABELLED_NOTE, report, score_labels
+        from utils.metrics import nan_to_none
+        s = score_labels(args.dataset_path, out_dir, args.split)
+        print(report(s))
+        result["scores"] = s
+        data = {"labels": out_dir, "split": args.split, "note": UNLABELLED_NOTE, "classes": list(CLASSES),
+                "fg_thresh": args.fg_thresh, "bg_thresh": args.bg_thresh, "scales": args.scales,
+                "flip": args.flip, "scribble_override": args.scribble_override, **s}
+        with atomic_path(os.path.join(ckpt_dir, f"pseudo_scores_{name}.json")) as tmp, open(tmp, "w") as f:
+            f.write(json.dumps(nan_to_none(data), indent=1) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = train if args.command == "train" else label
+    return run_main(lambda: work(args), (DatasetError, CheckpointError, TrainingError),
+                    "finished outputs are intact; rerun to continue")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
