@@ -40,3 +40,27 @@ def test_quickstart_script_end_to_end(tmp_path):
         mask = Image.open(out / "data" / "SegmentationClassAug" / f"{id_}.png")
         assert pred.mode == "P" and pred.size == mask.size
         assert np.asarray(pred).max() < 21
+
+
+def test_quickstart_stage1_chain_end_to_end(tmp_path):
+    """PSEUDO=cam: class labels -> CAM classifier -> CAM pseudo-labels (scored) -> D_c -> train
+    on them -> eval, in one script."""
+    require_installed_venv()
+    out = tmp_path / "chain"
+    env = dict(os.environ, OUT=str(out), PSEUDO="cam", EPOCHS="1", CAM_EPOCHS="1", OMP_NUM_THREADS="1")
+    p = subprocess.run(["sh", os.path.join(REPO, "scripts", "quickstart.sh"), "--crop_size", "65"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "CAM pseudo-labels" in p.stdout and "generator's pseudo-labels" in p.stdout
+    data = out / "data"
+    ids = [l.strip() for l in open(data / "ImageSets" / "SegmentationAug" / "train.txt") if l.strip()]
+    classes = json.load(open(data / "class_labels_train.json"))
+    for id_ in ids[:10]:
+        lab = np.asarray(Image.open(data / "cam_pseudo" / f"{id_}.png"))
+        assert set(np.unique(lab).tolist()) <= {0, 255, *classes[id_]}
+        assert (data / "distance_cam_pseudo" / f"{id_}.png").is_file()
+    args = load_checkpoint(str(out / "train" / "best_checkpoint.pth"))["args"]
+    assert (args["pseudo_path"], args["distancemap_c"]) == ("cam_pseudo", "distance_cam_pseudo")
+    scores = json.load(open(out / "cam" / "pseudo_scores_cam_pseudo.json"))
+    assert scores["images"] == len(ids)
+    assert os.path.isfile(out / "eval.txt")
