@@ -16,7 +16,9 @@ scales, 465 windows, stride 310. Timed in the same process, interleaved, best of
 - eval.py: the same on the model eval.py runs (prepare_for_inference: BN folded into the
   convs, channels-last).
 Checks the three give the same probabilities (max |diff|) and the same labels, and prints the
-time ratios. --amp adds eval.py --amp (bf16 on CPU: faster, not bit-identical; agreement shown).
+time ratios; then the network's FLOPs (torch's FLOP counter), the float32 GEMM rate of this
+machine measured in the same run, the rate each procedure reached, and so the ceiling on any
+exact speed-up (on a 2-core CPU the authors' batch-1 loop already runs near the GEMM peak). --amp adds eval.py --amp (bf16 on CPU: faster, not bit-identical; agreement shown).
 On a machine whose cores are oversubscribed, --threads 1 avoids OpenMP waits on descheduled
 threads, which otherwise dominate small ops.
 """
@@ -129,6 +131,22 @@ def make_model(args) -> torch.nn.Module:
     return model
 
 
+def window_flops(model, crop: int) -> float:
+    """FLOPs of one forward of a crop x crop window (torch's FLOP counter: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, crop, crop))
+    return float(counter.get_total_flops())
+
+
+def matmul_peak_gflops(n: int = 2048, repeat: int = 5) -> float:
+    """float32 GEMM rate of this machine (best of `repeat`): what a convolution can reach at best."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(timed(lambda: a @ b)[0] for _ in range(repeat))
+    return 2 * n ** 3 / best / 1e9
+
+
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -200,6 +218,19 @@ def main(argv=None) -> int:
         print(f"{name:<38} {min(times[name]):>8.2f} {base / min(times[name]):>8.2f}x "
               f"{diff:>10.2e} {100 * agree:>12.4f}%")
     print("identical predictions (labels; probabilities to float rounding):", "yes" if ok else "NO")
+
+    # Why the exact speed-up is bounded: every exact procedure runs the same windows, i.e. the
+    # same convolution FLOPs; once the baseline runs near the CPU's float32 GEMM rate, nothing
+    # exact can be much faster (bf16 --amp is faster only because the CPU does bf16 at 2x).
+    flops = sum(n_win) * window_flops(prepared, args.crop_size)
+    peak = matmul_peak_gflops()
+    print(f"network work: {flops / 1e9:.0f} GFLOP ({sum(n_win)} windows); this CPU's float32 GEMM "
+          f"peak, measured now: {peak:.0f} GFLOPS")
+    for name in names:
+        rate = flops / min(times[name]) / 1e9
+        print(f"  {name:<38} {rate:>6.0f} GFLOPS = {100 * rate / peak:>3.0f} % of peak")
+    print(f"ceiling for any exact float32 procedure: {peak * min(times[names[0]]) / flops * 1e9:.2f}x "
+          f"over the authors' (their GFLOPS -> peak)")
     return 0 if ok else 1
 
 
