@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from datasets.cam_labels import BG_THRESH, FG_THRESH, cam_pseudo_label
@@ -50,8 +50,9 @@ from utils.cli import run_main
 from utils.io import atomic_path, save_png, save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.palette import colorize
-from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync,
-                            collate, lr_at, resume_path, seed_epoch, seed_everything, unwrap)
+from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, distributed,
+                            lr_at, restore, resume_path, seed_epoch, seed_everything, shuffled_loader,
+                            unwrap)
 
 NUM_FG = NUM_CLASSES - 1  # the classifier's outputs: classes 1..20
 
@@ -251,14 +252,7 @@ def train(args) -> dict:
     if main_proc and empty:
         print(f"{len(empty)} of {len(train_set)} training ids have no foreground class: they teach "
               f"'no object here' (all-zero targets)")
-    sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(),
-                                 shuffle=True, seed=args.seed, drop_last=True)
-    pin = device.type == "cuda"
-    loader = DataLoader(train_set, args.batchsize, sampler=sampler, num_workers=args.workers,
-                        pin_memory=pin, drop_last=True, collate_fn=collate)
-    if len(loader) == 0:
-        raise TrainingError(f"{len(train_set)} training ids give no full batch of {args.batchsize} "
-                            f"per process (x{dist.world_size()}): lower --batchsize")
+    loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     val_set = _val_set(args)
     val_loader = None if val_set is None else DataLoader(
         val_set, batch_size=None, sampler=dist.ShardSampler(len(val_set)), num_workers=args.workers)
@@ -268,11 +262,7 @@ def train(args) -> dict:
     except (OSError, ValueError, RuntimeError) as e:  # a wrong --pretrained file, no network
         raise TrainingError(f"--pretrained {args.pretrained}: {e}") from None
     groups = model.param_groups()
-    if dist.is_dist():
-        if device.type == "cuda" and not model.frozen_bn:  # SyncBatchNorm refuses CPU modules
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the Parameters
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = distributed(model, device, sync_bn=not model.frozen_bn)
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.wdecay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
@@ -282,12 +272,8 @@ def train(args) -> dict:
     start_epoch, iteration, best = 0, 0, -1.0
     path = resume_path(args.resume, args.logdir)
     if path is not None:
-        ckpt = load_checkpoint(path, map_location=device)
-        load_model_weights(unwrap(model), ckpt["state_dict"], path,
-                           hint="resume with the same --layers/--output_stride as the run that wrote it")
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        ckpt = restore(path, model, optimizer, scaler, device,
+                       hint="resume with the same --layers/--output_stride as the run that wrote it")
         start_epoch, iteration, best = int(ckpt["epoch"]), int(ckpt["iteration"]), float(ckpt.get("best_f1", -1))
         if main_proc:
             print(f"resumed from {path}: epoch {start_epoch}, iteration {iteration}")
@@ -309,7 +295,7 @@ def train(args) -> dict:
     result = {"val_f1": float("nan")}
     for epoch in range(start_epoch, args.epochs):
         seed_epoch(args.seed, epoch)
-        sampler.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
         total_loss, t0 = 0.0, time.time()
         bar = tqdm(loader, desc=f"CAM epoch {epoch + 1}/{args.epochs}", disable=not main_proc,
                    dynamic_ncols=True)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
@@ -28,15 +28,16 @@ from losses import CDSPLoss
 from models import build_model
 from models.lorm import foreground_mask
 from utils import dist
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from utils.checkpoint import CheckpointError, save_checkpoint
 from utils.cli import run_main
 from utils.inference import upsample_logits
 from utils.io import save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.metrics import ConfusionMeter, scores
 from utils.palette import colorize
-from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync,
-                            collate, lr_at, resume_path, seed_epoch, seed_everything, unwrap)
+from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, collate,
+                            distributed, lr_at, restore, resume_path, seed_epoch, seed_everything,
+                            shuffled_loader, unwrap)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -112,17 +113,9 @@ def build_loaders(args, train_fields, device):
                                 TrainTransform(args.crop_size))
     val_set = ScribbleDataset(args.dataset_path, args.val_path, ("image", "mask"), folders(args),
                               ValTransform(args.crop_size))
-    # DistributedSampler also in a single process (1 replica): one code path, seeded per epoch.
-    sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(),
-                                 shuffle=True, seed=args.seed, drop_last=True)
-    pin = device.type == "cuda"
-    train_loader = DataLoader(train_set, args.batchsize, sampler=sampler, num_workers=args.workers,
-                              pin_memory=pin, drop_last=True, collate_fn=collate)
+    train_loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     val_loader = DataLoader(val_set, args.batchsize, sampler=dist.ShardSampler(len(val_set)),
-                            num_workers=args.workers, pin_memory=pin, collate_fn=collate)
-    if len(train_loader) == 0:
-        raise TrainingError(f"{len(train_set)} training ids give no full batch of {args.batchsize} "
-                            f"per process (x{dist.world_size()}): lower --batchsize")
+                            num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate)
     return train_loader, val_loader
 
 
@@ -133,12 +126,7 @@ def build(args, device):
                             pretrained=None if args.pretrained == "none" else args.pretrained)
     except (OSError, ValueError) as e:  # a missing or wrong --pretrained file, no network
         raise TrainingError(f"--pretrained {args.pretrained}: {e}") from None
-    model = model.to(device)
-    if dist.is_dist():
-        if device.type == "cuda":  # SyncBatchNorm refuses CPU modules
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = distributed(model.to(device), device)
     # SPEC §6: one parameter group (the authors used a single lr for backbone and head).
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.wdecay)
@@ -220,12 +208,8 @@ def train(args) -> dict:
 
     path = resume_path(args.resume, args.logdir)
     if path is not None:
-        ckpt = load_checkpoint(path, map_location=device)
-        load_model_weights(unwrap(model), ckpt["state_dict"], path,
-                           hint="resume with the same --model_type/--layers/--l_lorm as the run that wrote it")
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if "scaler" in ckpt and ckpt["scaler"]:
-            scaler.load_state_dict(ckpt["scaler"])
+        ckpt = restore(path, model, optimizer, scaler, device,
+                       hint="resume with the same --model_type/--layers/--l_lorm as the run that wrote it")
         start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
         best_miou = float(ckpt.get("best_miou", -1.0))
         if main_proc:

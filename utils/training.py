@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils import dist
 
@@ -82,3 +83,39 @@ def check_weights_in_sync(model) -> None:
         raise TrainingError("weights differ across ranks after training: gradients were not synchronised")
     if dist.is_main():
         print(f"weights identical on all {dist.world_size()} ranks (checksum {float(s.sum()):.6e})")
+
+
+def shuffled_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, device) -> DataLoader:
+    """The training loader: DistributedSampler also in one process (1 replica: one code path,
+    seeded per epoch by set_epoch), full batches only; TrainingError if there is none."""
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(),
+                                 shuffle=True, seed=seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate)
+    if len(loader) == 0:
+        raise TrainingError(f"{len(dataset)} training ids give no full batch of {batch_size} "
+                            f"per process (x{dist.world_size()}): lower the batch size")
+    return loader
+
+
+def distributed(model: torch.nn.Module, device, sync_bn: bool = True) -> torch.nn.Module:
+    """Under torchrun: SyncBatchNorm (CUDA only: it refuses CPU modules; it keeps the same
+    Parameter objects, so optimiser groups built before stay valid) and DDP. Else `model`."""
+    if not dist.is_dist():
+        return model
+    if sync_bn and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def restore(path: str, model, optimizer, scaler, device, hint: str) -> dict:
+    """Load a training checkpoint into model / optimizer / scaler; return it (epoch, iteration
+    and the loop's own entries are the caller's)."""
+    from utils.checkpoint import load_checkpoint, load_model_weights
+    ckpt = load_checkpoint(path, map_location=device)
+    load_model_weights(unwrap(model), ckpt["state_dict"], path, hint=hint)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt
