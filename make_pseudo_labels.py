@@ -47,7 +47,7 @@ from models.cam import CAM_DEPTHS, CAM_SCALES, OUTPUT_STRIDE, build_cam_net, mul
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from utils.cli import run_main
-from utils.io import atomic_path, save_png, save_rgb_png
+from utils.io import atomic_path, read_label, save_png, save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.palette import colorize
 from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, distributed,
@@ -162,11 +162,10 @@ def class_labels_for(args, split: str) -> dict[str, list[int]]:
     return labels
 
 
-def multi_hot(ids: list[str], labels: dict[str, list[int]], device) -> torch.Tensor:
-    y = torch.zeros((len(ids), NUM_FG), device=device)
-    for i, id_ in enumerate(ids):
-        for c in labels[id_]:
-            y[i, c - 1] = 1.0
+def multi_hot(classes: list[int]) -> torch.Tensor:
+    """(K,) target of the classifier: 1 at channel c-1 for each foreground class c."""
+    y = torch.zeros(NUM_FG)
+    y[[c - 1 for c in classes]] = 1.0
     return y
 
 
@@ -180,8 +179,7 @@ class _MaskClasses:
     def __call__(self, sample: dict) -> dict:
         classes = image_classes(sample[self.field])  # values were checked by the dataset
         out = self.base({k: v for k, v in sample.items() if k != self.field})
-        out["target"] = torch.zeros(NUM_FG)
-        out["target"][[c - 1 for c in classes]] = 1.0
+        out["target"] = multi_hot(classes)
         return out
 
 
@@ -303,7 +301,7 @@ def train(args) -> dict:
             lr = lr_at(iteration, args.lr, warmup_iters, total_iters)
             for g in optimizer.param_groups:
                 g["lr"] = lr * g["lr_scale"]
-            target = multi_hot(batch["id"], labels, device)
+            target = torch.stack([multi_hot(labels[i]) for i in batch["id"]]).to(device)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = model(batch["image"].to(device, non_blocking=True))
             loss = F.multilabel_soft_margin_loss(logits.float(), target)
@@ -394,7 +392,11 @@ def pseudo_label_of(model, s: dict, classes: list[int], args, device) -> tuple[n
 
 
 def preview(model, dataset, labels, args, device, path: str) -> None:
-    """Rows of image | CAM (max over the image's classes) | pseudo-label | mask (if any)."""
+    """Rows of image | CAM (max over the image's classes) | pseudo-label | mask (if any).
+
+    Recomputes the first few ids' CAMs rather than keeping them from the labelling loop: under
+    torchrun or a resumed run those ids may have been labelled elsewhere or earlier.
+    """
     import matplotlib
     cmap = matplotlib.colormaps["jet"]
     layout = Layout(args.dataset_path)
@@ -406,7 +408,6 @@ def preview(model, dataset, labels, args, device, path: str) -> None:
         cols = [s["rgb"], (0.5 * s["rgb"] + 0.5 * heat).astype(np.uint8), colorize(label)]
         mask_path = layout.path("mask", s["id"])
         if os.path.isfile(mask_path):
-            from utils.io import read_label
             cols.append(colorize(read_label(mask_path)))
         rows.append(np.concatenate(cols, axis=1))
     if rows:

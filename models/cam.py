@@ -44,6 +44,7 @@ def _torchvision_resnet(depth: int, output_stride: int) -> nn.Module:
     if output_stride not in (8, 16):
         raise ValueError(f"CAM output stride must be 8 or 16, got {output_stride!r}")
     net = getattr(tvm, f"resnet{depth}")(weights=None)
+    net.channels = net.fc.in_features  # layer4's width (512 or 2048), kept for the CAM head
     net.fc = nn.Identity()
     # Stride 16: the first block of layer4 stops downsampling (its strided 3x3 or 1x1 convs
     # and the shortcut's 1x1 conv), as IRN does; more positions per object in the CAM.
@@ -68,8 +69,7 @@ class CAMNet(nn.Module):
         self.depth, self.num_classes, self.output_stride = depth, num_classes, output_stride
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        channels = net.layer4[-1].conv2.out_channels if depth < 50 else net.layer4[-1].conv3.out_channels
-        self.classifier = nn.Conv2d(channels, num_classes, 1, bias=False)
+        self.classifier = nn.Conv2d(net.channels, num_classes, 1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)
         self.frozen_bn = state is not None
         if self.frozen_bn:

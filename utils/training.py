@@ -94,7 +94,7 @@ def shuffled_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, 
                         pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate)
     if len(loader) == 0:
         raise TrainingError(f"{len(dataset)} training ids give no full batch of {batch_size} "
-                            f"per process (x{dist.world_size()}): lower the batch size")
+                            f"per process (x{dist.world_size()}): lower --batchsize")
     return loader
 
 
