@@ -1,9 +1,11 @@
 """Distance maps D_s (scribble) and D_c (pseudo-label boundary), SPEC §2, and the folder tool.
 
-    D_s = 255 - clip(sqrt(lambda_s) * EDT(scribble foreground))      255 on the scribble
-    D_c =       clip(sqrt(lambda_c) * EDT(pseudo-label boundary))    0 on the boundary
+    D_s = 255 - T(sqrt(lambda_s) * EDT(scribble foreground))      255 on the scribble
+    D_c =       T(sqrt(lambda_c) * EDT(pseudo-label boundary))    0 on the boundary
 
-computed in float64, clipped to [0, 255], truncated to uint8. The authors computed the
+with T(v) = uint8(floor(clip(v, 0, 255))) evaluated in float64. For D_s the truncation comes
+*before* the inversion, as in the authors' shipped files (inverting first gives a map 1 lower
+on almost every pixel whose distance is not an integer multiple). The authors computed the
 distances by brute force over every (point, pixel) pair; an exact EDT gives the same bytes
 (tests/test_distance_map.py checks against a brute force, bench/distance_map.py times it).
 Squared distances are integers, so the formula is evaluated once per integer in a table.
@@ -131,10 +133,10 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 @functools.lru_cache(maxsize=16)
 def _value_table(lam: float, size: int, inverted: bool) -> np.ndarray:
-    """uint8 map value of each squared distance k < size: clip(sqrt(lam) * sqrt(k)) in float64,
-    inverted (255 - ...) for D_s, then truncated -- the SPEC formula, once per integer k."""
-    v = np.clip(math.sqrt(lam) * np.sqrt(np.arange(size, dtype=np.float64)), 0.0, 255.0)
-    return (255.0 - v if inverted else v).astype(np.uint8)
+    """uint8 map value of each squared distance k < size: T(sqrt(lam) * sqrt(k)) in float64,
+    then 255 - T(...) for D_s (truncate first, invert second: SPEC §2), once per integer k."""
+    t = np.clip(math.sqrt(lam) * np.sqrt(np.arange(size, dtype=np.float64)), 0.0, 255.0).astype(np.uint8)
+    return 255 - t if inverted else t
 
 
 def _distance_map(seeds: np.ndarray, lam: float, inverted: bool, squared_distance) -> np.ndarray | None:

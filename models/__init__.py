@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 from models.deeplabv2 import DeepLabV2Head
 from models.deeplabv3p import DeepLabV3pHead
-from models.lorm import LoRM, foreground_mask, lorm_reference
+from models.lorm import LoRM, foreground_mask, lorm_reference, resize_mask
 from models.resnet import DEPTHS, DilatedResNet, dilated_resnet
 
 MODEL_TYPES = ("deeplabv2", "deeplabv3p")
@@ -49,15 +48,13 @@ class DeepLab(DilatedResNet):
         upsampled: the loss and the evaluation upsample).
 
         With LoRM and a foreground mask (training) also "feat" (layer4) and "feat_rect" (LoRM's x').
-        fg_mask: bool (B, h, w) at layer4 size, or at any size (e.g. the crop's), then
-        nearest-resized, which equals foreground_mask(pseudo, (h, w)).
+        fg_mask: bool (B, h, w) at layer4 size, or at any size (e.g. the crop's), then resized
+        by SPEC §4's rule (models.lorm.resize_mask), which equals foreground_mask(pseudo, (h, w)).
         """
         low, feat = self.features(image)
         out = {"out": self.layer_pred0(feat, low)}
         if self.layer_camatt is not None and fg_mask is not None:
-            if fg_mask.shape[-2:] != feat.shape[-2:]:
-                fg_mask = F.interpolate(fg_mask[:, None].float(), size=feat.shape[-2:],
-                                        mode="nearest")[:, 0] > 0.5
+            fg_mask = resize_mask(fg_mask, feat.shape[-2:])
             out["feat"] = feat
             out["feat_rect"] = self.layer_camatt(feat, fg_mask)
         return out

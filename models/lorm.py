@@ -28,15 +28,28 @@ FUSED_ATTENTION = {"cuda": True, "cpu": False}
 def foreground_mask(pseudo: torch.Tensor, size: int | Sequence[int],
                     ignore_index: int = 255) -> torch.Tensor:
     """SPEC §4 step 1: pseudo-label (B, H, W) -> bool (B, h, w), True where the pseudo-label,
-    with ignore (255) read as background and nearest-resized to `size`, is a foreground class.
+    with ignore (255) read as background, resized to `size` by bilinear interpolation with
+    align_corners=True (the authors' resize), is > 0.
 
-    Does not modify `pseudo` (the authors rewrote 255 -> 0 in place, corrupting L_pseudo).
+    With a crop of 8k+1 pixels this samples input pixel (8i, 8j) for feature (i, j), the centre
+    of its receptive field. Does not modify `pseudo` (the authors rewrote 255 -> 0 in place,
+    corrupting L_pseudo).
     """
     if pseudo.dim() != 3:
         raise ValueError(f"pseudo-label must be (B, H, W), got shape {tuple(pseudo.shape)}")
-    fg = (pseudo > 0) & (pseudo != ignore_index)
-    # Nearest resizing commutes with binarising, so resize the binary map.
-    return F.interpolate(fg[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
+    return resize_mask((pseudo > 0) & (pseudo != ignore_index), size)
+
+
+def resize_mask(fg: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """Bool (B, H, W) -> bool (B, h, w) by SPEC §4's resize: bilinear, align_corners=True, > 0.
+
+    Resizing the binarised map gives the same mask as resizing the label values: both are
+    non-negative, so a bilinear mix is > 0 exactly when a neighbour with non-zero weight is.
+    """
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(fg.shape[-2:]) == size:
+        return fg.to(torch.bool)
+    return F.interpolate(fg[:, None].float(), size=size, mode="bilinear", align_corners=True)[:, 0] > 0
 
 
 class _UnitRows(torch.autograd.Function):
@@ -96,8 +109,8 @@ class LoRM(nn.Module):
         """x (B, C, h, w), fg_mask (B, h, w) bool -> x' (B, C, h, w), zero at background positions.
 
         Only foreground query rows are computed; images are looped over because their foreground
-        counts differ (padding to the largest count would only add work). The result is returned
-        in channels-last memory layout (a view), values identical to `lorm_reference`.
+        counts differ (padding to the largest count would only add work). The result is a
+        contiguous NCHW tensor, values identical to `lorm_reference`.
         """
         B, C, h, w = x.shape
         if fg_mask.shape != (B, h, w):

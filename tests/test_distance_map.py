@@ -52,7 +52,7 @@ def oracle_scribble(label, lam):
     for y in range(label.shape[0]):
         for x in range(label.shape[1]):
             d = min(math.sqrt((y - sy) ** 2 + (x - sx) ** 2) for sy, sx in seeds)
-            out[y, x] = int(255.0 - min(255.0, max(0.0, math.sqrt(lam) * d)))
+            out[y, x] = 255 - int(min(255.0, max(0.0, math.sqrt(lam) * d)))  # truncate, then invert
     return out
 
 
@@ -122,13 +122,14 @@ def test_scribble_single_point_exact_values():
     d = scribble_distance_map(s)
     assert d.dtype == np.uint8 and d.shape == s.shape
     assert d[10, 10] == 255                  # on the scribble
-    assert d[10, 11] == 253                  # 255 - 1.6487 = 253.35
-    assert d[10, 13] == 250                  # 255 - 3 * 1.6487 = 250.05
-    assert d[13, 14] == 246                  # d = 5: 246.76
-    assert d[11, 11] == 252                  # d = sqrt 2: 252.67
-    assert d[110, 10] == 90                  # d = 100: 90.13
-    assert d[10, 164] == 1                   # d = 154: 1.097
-    assert d[10, 165] == 0                   # d = 155: 255 - 255.55 -> clipped to 0
+    # D_s = 255 - floor(sqrt(e) * d): truncate first, invert second (SPEC §2, the authors' bytes)
+    assert d[10, 11] == 254                  # 1.6487 -> 1 -> 254 (inverting first would give 253)
+    assert d[10, 13] == 251                  # 3 * 1.6487 = 4.946 -> 4 -> 251 (not 250)
+    assert d[13, 14] == 247                  # d = 5: 8.24 -> 8 -> 247 (not 246)
+    assert d[11, 11] == 253                  # d = sqrt 2: sqrt(2e) = 2.3316 -> 2 -> 253 (not 252)
+    assert d[110, 10] == 91                  # d = 100: 164.87 -> 164 -> 91 (not 90)
+    assert d[10, 164] == 2                   # d = 154: 253.90 -> 253 -> 2 (not 1)
+    assert d[10, 165] == 0                   # d = 155: 255.55 -> clipped to 255 -> 0
     assert d[199, 199] == 0
 
 
@@ -154,6 +155,8 @@ def test_lambda_scales_the_distance():
     assert scribble_distance_map(s, lam=4.0)[0, 3] == 255 - 2 * 3     # sqrt(4) * 3
     assert scribble_distance_map(s, lam=1.0)[0, 7] == 255 - 7
     assert scribble_distance_map(s, lam=1.0)[3, 4] == 250             # d = 5
+    assert scribble_distance_map(s, lam=9.0)[1, 1] == 251             # 3 * sqrt 2 = 4.24 -> 4 (not 250)
+    assert scribble_distance_map(s, lam=math.e ** 2)[0, 1] == 253     # e = 2.718 -> 2 (not 252)
     assert pseudo_distance_map(s, lam=100.0)[0, 3] == 30              # sqrt(100) * 3
     assert not scribble_distance_map(s, lam=1e6)[0, 1]                # clipped, not wrapped
 
@@ -179,7 +182,7 @@ def test_long_distances_and_small_lambda():
     s = np.full((1, 2000), 255, np.uint8)
     s[0, 0] = 9
     d = scribble_distance_map(s, lam=0.01)                 # sqrt = 0.1: nothing clips in 2000 px
-    assert d[0, 1999] == 55 and d[0, 1000] == 155 and d[0, 1] == 254
+    assert d[0, 1999] == 56 and d[0, 1000] == 155 and d[0, 1] == 255  # 199.9 -> 199; 0.1 -> 0
     assert pseudo_distance_map(s, lam=0.0001)[0, 1999] == 19   # 0.01 * 1999 = 19.99
     with pytest.raises(ValueError, match="lambda"):
         scribble_distance_map(s, lam=0.0)

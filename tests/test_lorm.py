@@ -134,10 +134,43 @@ def test_foreground_mask_values_resize_and_input_untouched():
     full = foreground_mask(pseudo, (4, 4))
     assert full.dtype == torch.bool
     assert torch.equal(full, (pseudo > 0) & (pseudo != 255))
-    half = foreground_mask(pseudo, (2, 2))  # nearest keeps rows/columns 0 and 2
+    half = foreground_mask(pseudo, (2, 2))  # align_corners: samples rows/columns 0 and 3
     assert torch.equal(half, torch.tensor([[[False, False], [True, True]],
-                                           [[True, True], [True, True]]]))
-    # nearest upsampling to a larger size repeats pixels
-    up = full.repeat_interleave(2, 1).repeat_interleave(2, 2)
-    assert torch.equal(foreground_mask(pseudo, 8), up)
+                                           [[True, False], [True, False]]]))
+    # upsampling: a feature position is foreground when any input pixel it mixes is
+    up = foreground_mask(pseudo[:1], 7)  # position i samples input 0.5 * i
+    assert up[0, :, 0].tolist() == [False] * 3 + [True] * 4       # column 0: rows 2, 3 are class 3
+    assert up[0, 0].tolist() == [False] * 7                       # row 0: background and 255
     assert torch.equal(pseudo, before)  # the authors rewrote 255 -> 0 in place; we must not
+
+
+def authors_mask(pseudo: torch.Tensor, size) -> torch.Tensor:
+    """The authors' code: 255 -> 0 (on a copy), bilinear align_corners=True of the label values, > 0."""
+    p = pseudo.clone()
+    p[p == 255] = 0
+    return F.interpolate(p[:, None].float(), size=size, mode="bilinear", align_corners=True)[:, 0] > 0
+
+
+def test_foreground_mask_samples_receptive_field_centres_at_8k_plus_1():
+    pseudo = torch.zeros(1, 465, 465, dtype=torch.long)
+    pseudo[0, 64, 64] = 5  # input pixel (8*8, 8*8): exactly feature (8, 8)
+    m = foreground_mask(pseudo, (59, 59))
+    assert m.shape == (1, 59, 59) and m.sum() == 1 and m[0, 8, 8]
+    pseudo[0, 64, 64] = 0
+    pseudo[0, 60, 60] = 5  # between grid points 56 and 64: no feature samples it
+    assert not foreground_mask(pseudo, (59, 59)).any()
+    pseudo[0, 60, 60] = 0
+    pseudo[0, 63, 63] = 5  # a nearest resize samples floor(8 * 465 / 59) = 63 for feature 8; we do not
+    assert not foreground_mask(pseudo, (59, 59)).any()
+    assert F.interpolate(pseudo[:, None].float(), size=(59, 59), mode="nearest")[0, 0, 8, 8]
+
+
+def test_foreground_mask_equals_authors_resize_on_random_labels():
+    g = torch.Generator().manual_seed(3)
+    for (H, W), size in [((100, 130), (13, 17)), ((64, 64), (9, 9)), ((97, 50), (30, 7)), ((33, 41), (40, 50))]:
+        pseudo = torch.randint(0, 21, (3, H, W), generator=g)
+        pseudo[torch.rand(3, H, W, generator=g) < 0.3] = 255
+        pseudo[torch.rand(3, H, W, generator=g) < 0.4] = 0
+        before = pseudo.clone()
+        assert torch.equal(foreground_mask(pseudo, size), authors_mask(pseudo, size))
+        assert torch.equal(pseudo, before)
