@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--l_ds", type=float, default=1.0, help="weight of DEL on the scribble distance map")
     a("--l_dc", type=float, default=1.0, help="weight of DEL on the pseudo-label distance map")
     a("--l_lorm", type=float, default=1.0, help="weight of the LoRM loss (0: no LoRM module)")
+    a("--lorm_temperature", type=float, default=1.0,
+      help="divides LoRM's cosine attention logits; 1 (default) is the paper's formula")
     # optimisation (SPEC §6)
     a("--batchsize", type=int, default=16, help="per process")
     a("--lr", type=float, default=1e-3)
@@ -123,7 +125,8 @@ def build_loaders(args, train_fields, device):
 def build(args, device):
     try:
         model = build_model(args.model_type, args.layers, args.numclasses, lorm=args.l_lorm != 0,
-                            pretrained=None if args.pretrained == "none" else args.pretrained)
+                            pretrained=None if args.pretrained == "none" else args.pretrained,
+                            lorm_temperature=args.lorm_temperature)
     except (OSError, ValueError) as e:  # a missing or wrong --pretrained file, no network
         raise TrainingError(f"--pretrained {args.pretrained}: {e}") from None
     model = distributed(model.to(device), device)

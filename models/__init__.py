@@ -31,13 +31,14 @@ class DeepLab(DilatedResNet):
     (`layer_camatt`); a subclass, not a wrapper, so the backbone keys stay conv1, bn1, layer1..
     """
 
-    def __init__(self, model_type: str, layers: int, num_classes: int, lorm: bool):
+    def __init__(self, model_type: str, layers: int, num_classes: int, lorm: bool,
+                 lorm_temperature: float = 1.0):
         super().__init__(layers)
         if model_type == "deeplabv2":
             self.layer_pred0 = DeepLabV2Head(self.channels, num_classes)
         else:
             self.layer_pred0 = DeepLabV3pHead(self.channels, self.low_level_channels, num_classes)
-        self.layer_camatt = LoRM(self.channels) if lorm else None
+        self.layer_camatt = LoRM(self.channels, temperature=lorm_temperature) if lorm else None
         self.model_type = model_type
         self.num_classes = num_classes
         self.output_stride = self.layer_pred0.output_stride
@@ -61,11 +62,12 @@ class DeepLab(DilatedResNet):
 
 
 def build_model(model_type: str, layers: int, num_classes: int = 21, lorm: bool = True,
-                pretrained: str | os.PathLike | None = None) -> DeepLab:
+                pretrained: str | os.PathLike | None = None, lorm_temperature: float = 1.0) -> DeepLab:
     """DeepLab `model_type` ("deeplabv2" | "deeplabv3p") on ResNet-`layers` (18/34/50/101).
 
     pretrained (backbone only): None/"none" random init, "imagenet" torchvision IMAGENET1K_V1,
     or a local torchvision-style ResNet state_dict file. Heads and LoRM are always random.
+    lorm_temperature divides LoRM's cosine logits (1: the paper's formula).
     """
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}")
@@ -73,6 +75,6 @@ def build_model(model_type: str, layers: int, num_classes: int = 21, lorm: bool 
         raise ValueError(f"layers must be one of {', '.join(map(str, LAYERS))}; got {layers!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    model = DeepLab(model_type, layers, num_classes, lorm)
+    model = DeepLab(model_type, layers, num_classes, lorm, lorm_temperature)
     model.load_backbone(pretrained)
     return model

@@ -77,6 +77,18 @@ class CAMNet(nn.Module):
                 if isinstance(m, nn.BatchNorm2d):
                     m.requires_grad_(False)
 
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """The backbone under torchvision's ResNet key names (conv1, bn1, layer1..4; no head), the
+        form build_model(pretrained=FILE) loads: a segmentation net can start from stage 1."""
+        names = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+        out = {}
+        for k, v in self.state_dict().items():
+            if k.startswith("classifier."):
+                continue
+            prefix = next((p for p in names if k.startswith(p)), None)
+            out[names[prefix] + k[len(prefix):] if prefix else k] = v.detach().clone()
+        return out
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 

@@ -15,6 +15,7 @@ unit vectors and scale 1: on CUDA a fused kernel (scaled_dot_product_attention) 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -74,13 +75,15 @@ class _UnitRows(torch.autograd.Function):
         return y.mul(dot).neg_().add_(g).div_(norm), None
 
 
-def _attend(q_hat: torch.Tensor, k_hat: torch.Tensor, v: torch.Tensor, fused: bool) -> torch.Tensor:
-    """softmax(q_hat k_hat^T) v for unit rows (cosine logits, scale 1); (n,C), (N,C), (N,C)."""
+def _attend(q_hat: torch.Tensor, k_hat: torch.Tensor, v: torch.Tensor, fused: bool,
+            temperature: float = 1.0) -> torch.Tensor:
+    """softmax(q_hat k_hat^T / temperature) v for unit rows (cosine logits); (n,C), (N,C), (N,C)."""
     if fused:
         # The CPU flash kernel needs contiguous inputs, else SDPA falls back to the math path.
         q, k, v = (t.contiguous()[None, None] for t in (q_hat, k_hat, v))
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0)[0, 0]
-    return torch.softmax(q_hat @ k_hat.T, dim=-1) @ v
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0 / temperature)[0, 0]
+    logits = q_hat @ k_hat.T
+    return torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1) @ v
 
 
 def _linear_1x1(tokens: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -93,10 +96,14 @@ class LoRM(nn.Module):
 
     State dict keys: query_conv.{weight,bias}, key_conv.{weight,bias}, gamma (shape (1,)).
     `fused`: None picks per device from FUSED_ATTENTION; True/False forces it (bench/lorm.py).
+    `temperature` divides the cosine logits; 1 is the paper's formula (an opt-in for ablations).
     """
 
-    def __init__(self, channels: int, fused: bool | None = None):
+    def __init__(self, channels: int, fused: bool | None = None, temperature: float = 1.0):
         super().__init__()
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"LoRM temperature must be a positive number, got {temperature!r}")
+        self.temperature = float(temperature)
         self.query_conv = nn.Conv2d(channels, channels, 1)
         self.key_conv = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.ones(1))
@@ -126,7 +133,7 @@ class LoRM(nn.Module):
         # would cost a full-size zero gradient per image in backward.
         q_hat = _UnitRows.apply(_linear_1x1(tokens[b_idx, p_idx], self.query_conv), -1)
         k_hat = _UnitRows.apply(self.key_conv(x).flatten(2), 1).transpose(1, 2)  # (B, N, C)
-        rows = [_attend(q, k, v, fused) for q, k, v, n in
+        rows = [_attend(q, k, v, fused, self.temperature) for q, k, v, n in
                 zip(q_hat.split(counts), k_hat.unbind(0), tokens.unbind(0), counts) if n]
         # With no foreground anywhere x' is gamma * 0 (keeps gamma in the graph, grad 0).
         src = self.gamma * (torch.cat(rows) if rows else x.new_zeros(0, C))
@@ -135,15 +142,15 @@ class LoRM(nn.Module):
         return out.view(B, C, h, w)
 
     def forward_reference(self, x: torch.Tensor, fg_mask: torch.Tensor) -> torch.Tensor:
-        return lorm_reference(x, fg_mask, self.query_conv, self.key_conv, self.gamma)
+        return lorm_reference(x, fg_mask, self.query_conv, self.key_conv, self.gamma, self.temperature)
 
 
 def lorm_reference(x: torch.Tensor, fg_mask: torch.Tensor, query_conv: nn.Module,
-                   key_conv: nn.Module, gamma: torch.Tensor) -> torch.Tensor:
+                   key_conv: nn.Module, gamma: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The naive formula x' = gamma * (m_i * A) x with the explicit (B, hw, hw) matrix A."""
     B, C, h, w = x.shape
     q_hat = F.normalize(query_conv(x).flatten(2), dim=1)  # (B, C, N)
     k_hat = F.normalize(key_conv(x).flatten(2), dim=1)
-    A = torch.softmax(q_hat.transpose(1, 2) @ k_hat, dim=-1)  # (B, N queries, N keys)
+    A = torch.softmax(q_hat.transpose(1, 2) @ k_hat / temperature, dim=-1)  # (B, N queries, N keys)
     mA = fg_mask.reshape(B, -1, 1).to(x.dtype) * A
     return gamma * (x.flatten(2) @ mA.transpose(1, 2)).view(B, C, h, w)
