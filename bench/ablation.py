@@ -60,10 +60,10 @@ DIFFS = [("b", "a"), ("c", "b"), ("d", "c"), ("d", "b"),
 
 # The quickstart's recipe (scripts/quickstart.sh): train.py and eval.py flags.
 TRAIN = ["--model_type", "deeplabv2", "--layers", "18", "--pretrained", "none", "--batchsize", "8",
-         "--lr", "0.01", "--warmup", "2", "--crop_size", "129", "--workers", "2", "--val_interval", "5"]
+         "--lr", "0.01", "--warmup", "2", "--crop_size", "97", "--workers", "2", "--val_interval", "5"]
 EVAL = ["--base_size", "160", "--crop_size", "129", "--scales", "0.75", "1.0", "1.25", "--workers", "2"]
 CAM_TRAIN = ["--layers", "18", "--pretrained", "none", "--output_stride", "8", "--crop_size", "160",
-             "--batchsize", "8", "--lr", "0.1", "--workers", "2"]
+             "--batchsize", "8", "--lr", "0.1", "--workers", "2", "--epochs", "30"]
 
 
 def run(cmd: list[str]) -> None:
@@ -174,7 +174,7 @@ def save(doc: dict, path: str) -> None:
         json.dump(doc, f, indent=1)
 
 
-def stage1_backbone(out: str, data: str, epochs: int) -> str:
+def stage1_backbone(out: str, data: str) -> str:
     """Train the quickstart's stage-1 classifier once; export its backbone for --pretrained."""
     path = os.path.join(out, "stage1_backbone.pth")
     if os.path.isfile(path):
@@ -183,8 +183,7 @@ def stage1_backbone(out: str, data: str, epochs: int) -> str:
     from models.cam import build_cam_net
     logdir = os.path.join(out, "stage1")
     run(["-m", "datasets.class_labels", "--root", data])
-    run(["make_pseudo_labels.py", "train", "--dataset_path", data, "--logdir", logdir, *CAM_TRAIN,
-         "--epochs", str(epochs)])
+    run(["make_pseudo_labels.py", "train", "--dataset_path", data, "--logdir", logdir, *CAM_TRAIN])
     from utils.checkpoint import load_checkpoint
     state = load_checkpoint(os.path.join(logdir, "last_checkpoint.pth"), map_location="cpu")["state_dict"]
     net = build_cam_net(18, state["classifier.weight"].shape[0], "none", 8)
@@ -223,7 +222,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/ablation", help="work folder (runs, data)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results", "ablation.json"))
-    ap.add_argument("--epochs", type=int, default=30, help="the quickstart's 30")
+    ap.add_argument("--epochs", type=int, default=15, help="the quickstart's 15")
     ap.add_argument("--seeds", type=int, default=5, help="seeds first_seed .. first_seed + N - 1")
     ap.add_argument("--first_seed", type=int, default=1000)
     ap.add_argument("--variants", nargs="+", default=CORE, choices=list(VARIANTS))
@@ -248,7 +247,7 @@ def main() -> None:
                 if (v, s) not in done]  # seed-major: a partial sweep is still paired
         backbone = None
         if any(VARIANTS[v][1].count(STAGE1) for v, _ in todo):
-            backbone = stage1_backbone(out, data, a.epochs)
+            backbone = stage1_backbone(out, data)
         from tqdm import tqdm
         for v, s in tqdm(todo, desc="ablation runs", unit="run"):
             r = one_run(v, s, out, data, a.epochs, backbone)

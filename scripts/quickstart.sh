@@ -10,7 +10,7 @@
 # (scored against the masks) -> their D_c; training then uses those instead of the
 # generator's pseudo-labels. Its default OUT is runs/quickstart_cam.
 # Everything it writes stays under OUT; running it again starts over.
-# Environment: EPOCHS (default 30) and CAM_EPOCHS (default 30) shorten or lengthen the runs;
+# Environment: EPOCHS (default 15) and CAM_EPOCHS (default 30) shorten or lengthen the runs;
 # OUT (default runs/quickstart) moves them. Extra arguments go to train.py.
 . "$(dirname -- "$0")/env.sh"
 set -e
@@ -20,7 +20,7 @@ case "$PSEUDO" in
     cam) OUT="${OUT:-runs/quickstart_cam}"; PSEUDO_DIR=cam_pseudo; DIST_C=distance_cam_pseudo ;;
     *) echo "PSEUDO must be generator or cam, got '$PSEUDO'" >&2; exit 2 ;;
 esac
-EPOCHS="${EPOCHS:-30}"
+EPOCHS="${EPOCHS:-15}"
 rm -rf "$OUT/train" "$OUT/eval" "$OUT/eval.txt" "$OUT/cam"
 
 python -m datasets.synthetic --out "$OUT/data" --seed 0
@@ -41,7 +41,7 @@ fi
 python train.py --dataset_path "$OUT/data" --pseudo_path "$PSEUDO_DIR" --distancemap_c "$DIST_C" \
     --model_type deeplabv2 --layers 18 --pretrained none \
     --l_seg 1 --l_pseudo 1 --l_ds 1 --l_dc 1 --l_lorm 1 \
-    --batchsize 8 --lr 0.01 --warmup 2 --epochs "$EPOCHS" --crop_size 129 --workers 2 \
+    --batchsize 8 --lr 0.01 --warmup 2 --epochs "$EPOCHS" --crop_size 97 --workers 2 \
     --val_interval 5 --logdir "$OUT/train" "$@"
 # The paper's protocol (SPEC §7) scaled to the 128x160 images: long side 160*s, 129 window.
 python eval.py --checkpoint_path "$OUT/train/best_checkpoint.pth" --dataset_path "$OUT/data" \
