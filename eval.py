@@ -13,7 +13,10 @@ network crop_batch at a time; probabilities accumulate on the device (utils/infe
 Writes <save_path>/<id>.png (VOC palette), optionally <save_path>/overlay/<id>.png (image |
 ground truth | prediction), and once every image is scored: <save_path>/metrics.json,
 <save_path>/iou_per_class.png, <save_path>/confusion_matrix.png and, last, <save_path>.txt
-(the authors' three lines, then the per-class table). A run that stops early leaves no report.
+(the authors' three lines, then the per-class table). A run that stops early leaves no report,
+and <save_path>/UNFINISHED.txt says its predictions may mix with an earlier run's. eval.py
+replaces only its own reports: it refuses a save path inside the dataset root, or whose .txt
+is not one of its reports.
 
 The flag names are the authors'; the architecture comes from the flags, else the checkpoint's
 saved args, else its keys (the authors' files), so `--checkpoint_path` alone usually suffices.
@@ -23,6 +26,7 @@ torch.load(weights_only=True); `--trust_checkpoint` lifts that restriction.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -55,6 +59,9 @@ from utils.palette import colorize
 # LoRM, which is built whenever the checkpoint holds its weights.
 MODEL_ALIASES = {"deeplabv2_lorm": "deeplabv2", "deeplabv3p_lorm": "deeplabv3p"}
 REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png")
+# Present in <save_path>/ while a run writes it: a killed run's folder says it may mix runs.
+UNFINISHED = "UNFINISHED.txt"
+REPORT_HEAD = " * IOU_All "  # how our <save_path>.txt starts (authors_report)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -200,11 +207,43 @@ def authors_report(s: dict) -> str:
     return f" * IOU_All {s['miou']}\n * IOU_Ind {iou}\n * ACC_Pix {s['pixel_acc']}\n"
 
 
+def check_save_path(save_path: str, dataset_path: str) -> None:
+    """Refuse a save path whose outputs could replace files eval.py did not write: inside the
+    dataset, or a <save_path>.txt / report file that is not one of our reports."""
+    root, target = os.path.realpath(dataset_path), os.path.realpath(save_path)
+    if os.path.commonpath([root, target]) == root:
+        raise ValueError(f"--save_path {save_path}: inside the dataset root {dataset_path}; "
+                         f"predictions must not mix with the data (choose a folder outside it)")
+    if os.path.exists(save_path) and not os.path.isdir(save_path):
+        raise ValueError(f"--save_path {save_path}: exists and is not a folder")
+    txt = save_path + ".txt"
+    if os.path.isdir(txt) or (os.path.isfile(txt) and not _is_our_report(txt)):
+        raise ValueError(f"{txt}: exists and is not an eval.py report; it would be replaced by "
+                         f"this run's report (choose another --save_path)")
+
+
+def _is_our_report(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(len(REPORT_HEAD)) == REPORT_HEAD
+    except OSError:
+        return False
+
+
 def remove_stale_report(save_path: str) -> None:
-    """A previous run's report must not pass for this run's if this one stops early."""
-    for path in [save_path + ".txt"] + [os.path.join(save_path, f) for f in REPORT_FILES]:
+    """A previous run's report must not pass for this run's if this one stops early. Only our
+    own reports are removed (check_save_path refused anything else), and UNFINISHED.txt marks
+    the folder until this run's report is written."""
+    if os.path.isfile(save_path + ".txt") and _is_our_report(save_path + ".txt"):
+        os.remove(save_path + ".txt")
+    for path in [os.path.join(save_path, f) for f in REPORT_FILES]:
         if os.path.isfile(path):
             os.remove(path)
+    os.makedirs(save_path, exist_ok=True)
+    with atomic_path(os.path.join(save_path, UNFINISHED)) as tmp, open(tmp, "w") as f:
+        f.write("An eval.py run is writing this folder or was stopped before its report: the\n"
+                "predictions here may mix that run's with an earlier run's. The file goes away when\n"
+                "a run finishes.\n")
 
 
 def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, class_names) -> None:
@@ -226,6 +265,8 @@ def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, cla
     plot_confusion(conf, class_names, os.path.join(args.save_path, "confusion_matrix.png"))
     with atomic_path(args.save_path + ".txt") as tmp, open(tmp, "w") as f:
         f.write(authors_report(s) + "\n" + format_report(s, class_names))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(args.save_path, UNFINISHED))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -240,6 +281,7 @@ def evaluate(args) -> dict:
     except RuntimeError as e:  # e.g. --device cuda without CUDA
         raise ValueError(str(e)) from None
     main_proc = dist.is_main()
+    check_save_path(args.save_path, args.dataset_path)  # every rank: none may wait for another
     amp = (device.type == "cuda") if args.amp is None else args.amp
     folders = {"mask": args.mask_path}
     if not args.no_check:  # on every rank: a rank that raised alone would leave the others waiting

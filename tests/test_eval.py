@@ -251,6 +251,34 @@ def test_a_failed_run_leaves_no_report(tmp_path, synthetic_root, capsys):
     assert rc == 1 and bad in err and "Traceback" not in err
     assert not os.path.exists(save + ".txt")  # the previous report is gone, no new one
     assert not os.path.exists(os.path.join(save, "metrics.json"))
+    assert os.path.isfile(os.path.join(save, evaluation.UNFINISHED))  # the folder says it may mix runs
+
+
+def test_never_deletes_or_overwrites_files_it_did_not_write(tmp_path, synthetic_root, capsys):
+    root = str(tmp_path / "data")
+    shutil.copytree(synthetic_root, root)
+    path = our_checkpoint(_model(), tmp_path / "ours.pth")
+    val_txt = split_path(root, "val")
+    before = open(val_txt).read()
+    # the case: --save_path <root>/ImageSets/SegmentationAug/val would delete val.txt
+    rc, err = _run(["--checkpoint_path", path, "--dataset_path", root,
+                    "--save_path", os.path.splitext(val_txt)[0]] + SMALL, capsys)
+    assert rc == 1 and "inside the dataset root" in err and "Traceback" not in err
+    assert open(val_txt).read() == before
+    # outside the dataset, a <save_path>.txt that is not our report is not replaced
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    rc, err = _run(["--checkpoint_path", path, "--dataset_path", root, "--save_path",
+                    str(tmp_path / "notes")] + SMALL, capsys)
+    assert rc == 1 and str(notes) in err and "not an eval.py report" in err
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "notes").exists()
+    # our own report is replaced, and a finished run leaves no UNFINISHED marker
+    save = str(tmp_path / "run")
+    for _ in range(2):
+        assert _run(["--checkpoint_path", path, "--dataset_path", root, "--save_path", save] + SMALL,
+                    capsys)[0] == 0
+    assert open(save + ".txt").read().startswith(evaluation.REPORT_HEAD)
+    assert not os.path.exists(os.path.join(save, evaluation.UNFINISHED))
 
 
 def test_crf_flag(tmp_path, synthetic_root, capsys):
