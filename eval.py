@@ -140,7 +140,7 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
     """
     device = torch.device(device)
     model_type = MODEL_ALIASES.get(model_type, model_type)
-    ckpt = load_checkpoint(path, map_location="cpu", trust=trust)
+    ckpt = load_checkpoint(path, map_location="cpu", trust=trust, trust_flag="--trust_checkpoint")
     arch, source = resolve_architecture(ckpt, model_type, layers, numclasses)
     try:
         model = build_model(arch["model_type"], int(arch["layers"]), int(arch["numclasses"]),
@@ -301,7 +301,8 @@ def evaluate(args) -> dict:
         remove_stale_report(args.save_path)
     os.makedirs(args.save_path, exist_ok=True)
 
-    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None))
+    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
+                              num_classes=num_classes)
     loader = DataLoader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
                         num_workers=args.workers, collate_fn=_single,
                         pin_memory=device.type == "cuda")

@@ -350,7 +350,7 @@ def train(args) -> dict:
 
 # ----------------------------------------------------------------------------- labelling
 def load_cam_model(path: str, device, trust: bool = False):
-    ckpt = load_checkpoint(path, map_location="cpu", trust=trust)
+    ckpt = load_checkpoint(path, map_location="cpu", trust=trust, trust_flag="--trust_checkpoint")
     saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
     if ckpt.get("kind") != "cam_classifier" or "layers" not in saved:
         raise CheckpointError(f"{path}: not a CAM classifier checkpoint from `make_pseudo_labels.py "

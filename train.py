@@ -112,9 +112,9 @@ def folders(args) -> dict:
 
 def build_loaders(args, train_fields, device):
     train_set = ScribbleDataset(args.dataset_path, args.train_path, train_fields, folders(args),
-                                TrainTransform(args.crop_size))
+                                TrainTransform(args.crop_size), num_classes=args.numclasses)
     val_set = ScribbleDataset(args.dataset_path, args.val_path, ("image", "mask"), folders(args),
-                              ValTransform(args.crop_size))
+                              ValTransform(args.crop_size), num_classes=args.numclasses)
     train_loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     val_loader = DataLoader(val_set, args.batchsize, sampler=dist.ShardSampler(len(val_set)),
                             num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate)

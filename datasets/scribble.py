@@ -26,12 +26,14 @@ class ScribbleDataset(Dataset):
     """Samples of one split of a ScribbleSup-layout root; only the requested fields are read."""
 
     def __init__(self, root: str, split: str = "train", fields: Sequence[str] = TRAIN_FIELDS,
-                 folders: dict | None = None, transform: Callable[[dict], dict] | None = None):
+                 folders: dict | None = None, transform: Callable[[dict], dict] | None = None,
+                 num_classes: int = NUM_CLASSES):
         fields = tuple(fields)
         unknown = [f for f in fields if f not in FIELDS]
         if unknown or not fields:
             raise ValueError(f"fields must be a non-empty subset of {FIELDS}, got {fields}")
         self.root, self.fields, self.transform = root, fields, transform
+        self.num_classes = num_classes  # label values must be < this (the run's --numclasses) or ignore
         self.layout = Layout(root, dict(folders or {}))
         for name in fields:  # fail now, not in a worker at iteration 1,000
             folder = self.layout.folder(name)
@@ -48,7 +50,7 @@ class ScribbleDataset(Dataset):
         reference = None  # (path, (H, W)) of the first field read: the image when asked for
         for name in self.fields:
             path = self.layout.path(name, id_)
-            array = _read_field(name, path)
+            array = _read_field(name, path, self.num_classes)
             if reference is None:
                 reference = (path, array.shape[:2])
             elif array.shape[:2] != reference[1]:
@@ -67,16 +69,18 @@ def _hw(shape) -> str:
     return f"{shape[0]}x{shape[1]}"
 
 
-def _read_field(name: str, path: str) -> np.ndarray:
+def _read_field(name: str, path: str, num_classes: int) -> np.ndarray:
     """One field as uint8 (image HxWx3 RGB; the rest HxW, channel 0 of an RGB map)."""
     try:
         array = read_image(path) if name == "image" else read_label(path)
     except OSError as e:  # FileNotFoundError included; utils.io messages name the file
         raise DatasetError(str(e)) from None
     if name in LABEL_FIELDS:
-        # Values the losses cannot take (a 21..254 would crash CE on the GPU, far from here).
-        bad = (array >= NUM_CLASSES) & (array != IGNORE_INDEX)
+        # Values the network has no class for: cross-entropy would fail far from here (on CUDA
+        # with a device-side assert), so name the file now.
+        bad = (array >= num_classes) & (array != IGNORE_INDEX)
         if bad.any():
             raise DatasetError(f"{path}: label values {sorted(np.unique(array[bad]).tolist())} "
-                               f"outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}")
+                               f"outside 0..{num_classes - 1} (the run's {num_classes} classes) "
+                               f"and {IGNORE_INDEX}")
     return array

@@ -152,6 +152,27 @@ def test_untrusted_objects_need_trust_checkpoint(tmp_path):
     assert info["arch"]["layers"] == 18 and not model.training
 
 
+def test_checkpoint_advice_fits_the_problem(tmp_path):
+    import argparse
+    from utils.checkpoint import load_checkpoint
+    unsafe = str(tmp_path / "pickled_args.pth")
+    torch.save({"state_dict": {}, "args": argparse.Namespace(layers=18)}, unsafe)
+    truncated = str(tmp_path / "truncated.pth")
+    torch.save({"state_dict": _model().state_dict()}, truncated)
+    with open(truncated, "r+b") as f:
+        f.truncate(os.path.getsize(truncated) // 2)
+    # a caller without the flag (train.py's resume) never advises it
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(unsafe)
+    assert "weights_only" in str(e.value) and "--trust_checkpoint" not in str(e.value)
+    # a truncated file is called that; trusting it cannot help, so no advice even with the flag
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(truncated, trust_flag="--trust_checkpoint")
+    assert "truncated" in str(e.value) and "--trust_checkpoint" not in str(e.value)
+    with pytest.raises(CheckpointError, match="truncated"):
+        evaluation.load_model_from_checkpoint(truncated)
+
+
 def test_architecture_precedence_flags_args_keys():
     v3p = _model("deeplabv3p", layers=34, num_classes=5, lorm=False)
     assert infer_architecture({"module." + k: v for k, v in v3p.state_dict().items()}) == \

@@ -72,6 +72,22 @@ def test_broken_dataset_is_a_clear_error(synthetic_root, tmp_path, capsys):
     assert "error:" in err and os.path.basename(victim) in err and "Traceback" not in err
 
 
+def test_label_range_follows_numclasses(synthetic_root, tmp_path, capsys):
+    import numpy as np
+    from utils.io import read_label, save_png
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    victim = sorted(glob.glob(str(root / "pascal_2012_scribble" / "train_*.png")))[-1]
+    scribble = read_label(victim).copy()
+    scribble[0, 0] = 7  # a VOC class, but not one of a 6-class run's
+    save_png(scribble.astype(np.uint8), victim)
+    for workers in ("0", "1"):  # the dataset's own check, also from inside a loader worker
+        assert run(root, tmp_path / f"log{workers}", "--epochs", "1", "--numclasses", "6",
+                   "--no_check", "--workers", workers) == 1
+        err = capsys.readouterr().err
+        assert victim in err and "outside 0..5" in err and "Traceback" not in err
+
+
 def test_batch_of_one_without_syncbn_is_refused(synthetic_root, tmp_path, capsys):
     assert run(synthetic_root, tmp_path / "log", "--epochs", "1", "--batchsize", "1") == 1
     assert "--batchsize" in capsys.readouterr().err

@@ -3,6 +3,7 @@ the architecture a state_dict needs (model type, depth, classes, LoRM) read from
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import warnings
 
@@ -36,11 +37,14 @@ def save_checkpoint(state: dict, path: str) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str, map_location="cpu", trust: bool = False) -> dict:
+def load_checkpoint(path: str, map_location="cpu", trust: bool = False,
+                    trust_flag: str | None = None) -> dict:
     """Load a checkpoint dict safely (weights_only=True, numpy scalars allowed).
 
-    `trust=True` unpickles arbitrary objects (only for files you made yourself).
-    A bare state_dict is returned as {"state_dict": ...}.
+    `trust=True` unpickles arbitrary objects (only for files you made yourself). `trust_flag`
+    names the caller's flag for that (eval.py's --trust_checkpoint); only a file that a safe
+    load refuses gets that advice, and only from a caller that has the flag. A truncated or
+    foreign file is said to be one. A bare state_dict is returned as {"state_dict": ...}.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -53,9 +57,14 @@ def load_checkpoint(path: str, map_location="cpu", trust: bool = False) -> dict:
             with torch.serialization.safe_globals(_NUMPY_SAFE):
                 ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot load checkpoint ({e.__class__.__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}). If you trust the file, "
-                              "--trust_checkpoint loads it without the safety restriction.") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
+            advice = (f" If you trust the file, {trust_flag} loads it without the safety restriction."
+                      if trust_flag else "")
+            raise CheckpointError(f"{path}: holds objects a safe load (weights_only) refuses "
+                                  f"({first}).{advice}") from None
+        raise CheckpointError(f"{path}: cannot load checkpoint: the file is truncated, corrupt or "
+                              f"not a torch checkpoint ({e.__class__.__name__}: {first})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
     if "state_dict" not in ckpt:
