@@ -64,3 +64,30 @@ def require_installed_venv() -> None:
     stamp = os.path.join(repo, ".venv", ".requirements.sha256")
     if not os.path.isfile(stamp) or open(stamp).read().strip() != want:
         pytest.skip("scripts/env.sh would (re)install .venv; not from a test")
+
+
+def torchrun(script: str, argv: list[str], nproc: int = 2, timeout: float = 300,
+             extra: list[str] | None = None):
+    """`python -m torch.distributed.run` of a repo script with `nproc` gloo processes on a free
+    loopback port; returns (CompletedProcess, seconds). A hang fails the test at `timeout`."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repo)
+    with socket.socket() as s:  # a free port: other test runs may use torchrun at the same time
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_addr", "127.0.0.1", "--master_port", str(port), *(extra or []),
+           os.path.join(repo, script), *argv]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+def corrupt_file(path) -> None:
+    """Truncate a file to 40 bytes: an image or checkpoint that no reader can decode."""
+    with open(path, "r+b") as f:
+        f.truncate(40)

@@ -12,7 +12,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 import torchvision
+
+from conftest import corrupt_file, torchrun
 
 import make_pseudo_labels as mpl
 from datasets.cam_labels import cam_pseudo_label
@@ -203,13 +206,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, synthetic_root, cam_run, capsys):
 
 
 def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    with socket.socket() as s:  # a free port: other test runs may use torchrun at the same time
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-           "127.0.0.1", "--master_port", str(port), os.path.join(REPO, "make_pseudo_labels.py")] + argv
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc, _ = torchrun("make_pseudo_labels.py", argv)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -220,6 +217,19 @@ def test_torchrun_train_keeps_ranks_in_sync(tmp_path, synthetic_root, cam_run):
     assert "weights identical on all 2 ranks" in proc.stdout
     ckpt = torch.load(tmp_path / "ddp" / "last_checkpoint.pth", weights_only=False)
     assert ckpt["epoch"] == 1 and not any(k.startswith("module.") for k in ckpt["state_dict"])
+
+
+def test_torchrun_label_with_a_bad_image_on_one_rank_ends_every_rank(tmp_path, make_synthetic, cam_run):
+    root = make_synthetic()
+    ids = read_ids(split_path(root, "train"))
+    bad = Layout(root).path("image", ids[1])  # ShardSampler: rank 1 alone reads it
+    corrupt_file(bad)
+    proc, seconds = torchrun("make_pseudo_labels.py", [
+        "label", "--dataset_path", str(root), "--class_labels", cam_run["labels"],
+        "--checkpoint_path", cam_run["ckpt"], "--out", str(tmp_path / "out"), "--preview", "0"] + LABEL[:-2],
+        timeout=240)
+    assert proc.returncode != 0 and seconds < 90
+    assert (proc.stdout + proc.stderr).count(bad) == 1, proc.stderr[-3000:]
 
 
 def test_torchrun_label_shards_and_matches_one_process(tmp_path, synthetic_root, cam_run):

@@ -19,7 +19,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import require_installed_venv
+from conftest import corrupt_file, require_installed_venv, torchrun
 import torch
 from PIL import Image
 
@@ -300,6 +300,20 @@ def test_never_deletes_or_overwrites_files_it_did_not_write(tmp_path, synthetic_
                     capsys)[0] == 0
     assert open(save + ".txt").read().startswith(evaluation.REPORT_HEAD)
     assert not os.path.exists(os.path.join(save, evaluation.UNFINISHED))
+
+
+def test_torchrun_bad_image_on_one_rank_ends_every_rank(tmp_path, make_synthetic):
+    root = make_synthetic()
+    path = our_checkpoint(_model(), tmp_path / "ours.pth")
+    bad = Layout(root).path("image", read_ids(split_path(root, "val"))[1])  # ShardSampler: rank 1
+    corrupt_file(bad)
+    save = str(tmp_path / "run")
+    proc, seconds = torchrun("eval.py", ["--checkpoint_path", path, "--dataset_path", str(root),
+                                         "--save_path", save, "--no_check", "--device", "cpu"] + SMALL,
+                             timeout=240)
+    assert proc.returncode != 0 and seconds < 90, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count(bad) == 1, proc.stderr[-3000:]
+    assert not os.path.exists(save + ".txt")
 
 
 def test_crf_flag(tmp_path, synthetic_root, capsys):

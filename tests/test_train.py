@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train
+from conftest import corrupt_file, torchrun
 from utils.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,6 +190,22 @@ def test_non_finite_loss_stops_with_step_and_term(synthetic_root, tmp_path, monk
     assert "non-finite loss" in err and "step 2" in err and "del_s" in err
     after = load_checkpoint(str(log / "last_checkpoint.pth"))
     assert after["epoch"] == before["epoch"] == 1
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_torchrun_bad_image_on_one_rank_ends_every_rank(make_synthetic, tmp_path, workers):
+    root = make_synthetic()
+    ids = [l.strip() for l in open(root / "ImageSets" / "SegmentationAug" / "train.txt") if l.strip()]
+    (tmp_path / "four.txt").write_text("\n".join(ids[:4]) + "\n")  # 2 ranks x 1 batch of 2: all read
+    bad = str(root / "JPEGImages" / f"{ids[2]}.jpg")
+    corrupt_file(bad)
+    proc, seconds = torchrun("train.py", ["--dataset_path", str(root), "--logdir", str(tmp_path / "log"),
+                                          *TINY, "--epochs", "2", "--device", "cpu", "--no_check",
+                                          "--train_path", str(tmp_path / "four.txt"), "--workers", workers],
+                             timeout=240)
+    assert proc.returncode != 0 and seconds < 90, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count(bad) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout.split("torch.distributed")[0]
 
 
 def test_torchrun_two_gloo_processes_stay_in_sync(synthetic_root, tmp_path):

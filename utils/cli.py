@@ -1,12 +1,29 @@
 """The shared ending of train.py, eval.py and make_pseudo_labels.py: known problems become one
-`error:` line and exit 1, Ctrl-C exits 130, and the process group is always torn down (every
-rank, barrier first)."""
+`error:` line and exit 1, Ctrl-C exits 130, running out of memory is one line too.
+
+Under torchrun a rank that fails must never wait for the others (they may be blocked in a
+collective that will never complete, and the job would hang until killed): it says what
+happened and leaves at once, with its exit code; torchrun then stops the other ranks. Only a
+rank that succeeded tears the process group down behind a barrier (with gloo, a rank that
+leaves early makes the others abort at exit).
+"""
 from __future__ import annotations
 
+import os
 import sys
+import time
+import traceback
 from typing import Callable
 
+import torch
+
 from utils import dist
+
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# A rank other than 0 waits this long before reporting: when every rank fails alike (a bad
+# flag, a missing file), rank 0 has reported and torchrun has stopped the rest by then, so the
+# message appears once; when only this rank failed, its message follows.
+SECOND_RANK_GRACE_S = 3.0
 
 
 def error_message(e: BaseException) -> str:
@@ -32,11 +49,30 @@ def run_main(work: Callable[[], object], errors: tuple[type[BaseException], ...]
     try:
         work()
     except errors as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
-        return 1
+        return _fail(f"error: {error_message(e)}", 1)
+    except OUT_OF_MEMORY as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        return _fail(f"error: out of memory ({first}); lower --batchsize or --crop_size", 1)
     except KeyboardInterrupt:
-        print(f"interrupted: {on_interrupt}", file=sys.stderr)
-        return 130
-    finally:
-        dist.cleanup()
+        return _fail(f"interrupted: {on_interrupt}", 130)
+    except BaseException:
+        if not dist.is_dist():
+            raise
+        return _fail(traceback.format_exc().rstrip(), 1)  # an unexpected error: its traceback
+    dist.cleanup()  # success only: every rank that gets here meets the others at the barrier
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    """Report a failure; under torchrun, leave now without touching the process group."""
+    if not dist.is_dist():
+        print(message, file=sys.stderr)
+        return code
+    if not dist.is_main():
+        time.sleep(SECOND_RANK_GRACE_S)
+    prefix = f"[rank {dist.rank()}] " if dist.world_size() > 1 else ""
+    print(prefix + message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # No barrier, no destroy_process_group (either can block on the ranks still running), no
+    # interpreter teardown (DataLoader workers and gloo threads can block it): exit right here.
+    os._exit(code)

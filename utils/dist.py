@@ -45,8 +45,9 @@ def init_distributed(device_arg: str = "auto") -> torch.device:
 
 
 def cleanup() -> None:
-    # Every rank waits before tearing down: with gloo, a rank that leaves early makes the
-    # others abort at exit ("terminate called without an active exception").
+    """Tear the process group down on the success path only (utils.cli.run_main): every rank
+    waits first, since with gloo a rank that leaves early makes the others abort at exit
+    ("terminate called without an active exception"). A rank that failed must not call this."""
     if is_dist():
         dist.barrier()
         dist.destroy_process_group()
