@@ -230,16 +230,13 @@ def _is_our_report(path: str) -> bool:
         return False
 
 
-def remove_stale_report(save_path: str) -> None:
-    """A previous run's report must not pass for this run's if this one stops early. Only our
-    own reports are removed (check_save_path refused anything else), and UNFINISHED.txt marks
-    the folder until this run's report is written."""
-    if os.path.isfile(save_path + ".txt") and _is_our_report(save_path + ".txt"):
-        os.remove(save_path + ".txt")
-    for path in [os.path.join(save_path, f) for f in REPORT_FILES]:
+def begin_report(save_path: str) -> None:
+    """Remove the previous run's report (it must not pass for this run's if this one stops
+    early; check_save_path has made sure the .txt is ours) and mark the existing folder
+    UNFINISHED until this run's report is written."""
+    for path in [save_path + ".txt"] + [os.path.join(save_path, f) for f in REPORT_FILES]:
         if os.path.isfile(path):
             os.remove(path)
-    os.makedirs(save_path, exist_ok=True)
     with atomic_path(os.path.join(save_path, UNFINISHED)) as tmp, open(tmp, "w") as f:
         f.write("An eval.py run is writing this folder or was stopped before its report: the\n"
                 "predictions here may mix that run's with an earlier run's. The file goes away when\n"
@@ -298,8 +295,9 @@ def evaluate(args) -> dict:
     if main_proc:
         arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
         print(f"model: {arch}; epoch {info['epoch']}")
-        remove_stale_report(args.save_path)
     os.makedirs(args.save_path, exist_ok=True)
+    if main_proc:
+        begin_report(args.save_path)
 
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
                               num_classes=num_classes)

@@ -246,7 +246,7 @@ def main() -> None:
         todo = [(v, s) for s in range(a.first_seed, a.first_seed + a.seeds) for v in a.variants
                 if (v, s) not in done]  # seed-major: a partial sweep is still paired
         backbone = None
-        if any(VARIANTS[v][1].count(STAGE1) for v, _ in todo):
+        if any(STAGE1 in VARIANTS[v][1] for v, _ in todo):
             backbone = stage1_backbone(out, data)
         from tqdm import tqdm
         for v, s in tqdm(todo, desc="ablation runs", unit="run"):

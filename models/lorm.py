@@ -82,7 +82,7 @@ def _attend(q_hat: torch.Tensor, k_hat: torch.Tensor, v: torch.Tensor, fused: bo
         # The CPU flash kernel needs contiguous inputs, else SDPA falls back to the math path.
         q, k, v = (t.contiguous()[None, None] for t in (q_hat, k_hat, v))
         return F.scaled_dot_product_attention(q, k, v, scale=1.0 / temperature)[0, 0]
-    logits = q_hat @ k_hat.T
+    logits = q_hat @ k_hat.T  # at temperature 1 no division: the paper's bytes, not a rounding of them
     return torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1) @ v
 
 

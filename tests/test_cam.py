@@ -5,9 +5,7 @@ Small settings throughout: ResNet-18 from random init, 64x80 synthetic images, 1
 """
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -6,8 +6,6 @@ import glob
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ import train
 from conftest import corrupt_file, torchrun
 from utils.checkpoint import load_checkpoint, save_checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--layers", "18", "--pretrained", "none", "--batchsize", "2", "--crop_size", "65",
         "--workers", "0", "--lr", "0.01", "--warmup", "1", "--pseudo_path", "pseudo_label"]
 
@@ -210,11 +207,8 @@ def test_torchrun_bad_image_on_one_rank_ends_every_rank(make_synthetic, tmp_path
 
 def test_torchrun_two_gloo_processes_stay_in_sync(synthetic_root, tmp_path):
     log = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           os.path.join(REPO, "train.py"), "--dataset_path", str(synthetic_root), "--logdir", str(log),
-           *TINY, "--epochs", "1", "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    p, _ = torchrun("train.py", ["--dataset_path", str(synthetic_root), "--logdir", str(log),
+                                 *TINY, "--epochs", "1", "--device", "cpu"])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "weights identical on all 2 ranks" in p.stdout
     assert "terminate called" not in p.stderr
