@@ -50,7 +50,8 @@ from utils.checkpoint import (CheckpointError, architecture_hint, load_checkpoin
                               load_model_weights, resolve_architecture)
 from utils.cli import run_main
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
-from utils.io import atomic_path, save_png, save_rgb_png
+from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_stale_temps, save_png,
+                      save_rgb_png)
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
 from utils.palette import colorize
@@ -121,6 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name} must be >= 1")
     if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
         p.error(f"--scales must be positive, got {args.scales}")
+    empty = [s for s in args.scales if int(args.base_size * s + 0.5) < 1]  # the long side, as inference
+    if empty:
+        p.error(f"--scales {' '.join(map(str, empty))} with --base_size {args.base_size} resize the "
+                f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
     if args.workers < 0:
         p.error("--workers must be >= 0")
     args.save_path = os.path.normpath(args.save_path)
@@ -214,8 +219,7 @@ def check_save_path(save_path: str, dataset_path: str) -> None:
     if os.path.commonpath([root, target]) == root:
         raise ValueError(f"--save_path {save_path}: inside the dataset root {dataset_path}; "
                          f"predictions must not mix with the data (choose a folder outside it)")
-    if os.path.exists(save_path) and not os.path.isdir(save_path):
-        raise ValueError(f"--save_path {save_path}: exists and is not a folder")
+    check_output_dir(save_path, "--save_path", create=False)
     txt = save_path + ".txt"
     if os.path.isdir(txt) or (os.path.isfile(txt) and not _is_our_report(txt)):
         raise ValueError(f"{txt}: exists and is not an eval.py report; it would be replaced by "
@@ -295,9 +299,11 @@ def evaluate(args) -> dict:
     if main_proc:
         arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
         print(f"model: {arch}; epoch {info['epoch']}")
-    os.makedirs(args.save_path, exist_ok=True)
     if main_proc:
+        prepare_output_dir(args.save_path, "--save_path")
+        remove_stale_temps(os.path.dirname(os.path.abspath(args.save_path)), args.save_path + ".txt")
         begin_report(args.save_path)
+    dist.barrier()  # the others write there only once the stale temp files are gone
 
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
                               num_classes=num_classes)

@@ -47,12 +47,12 @@ from models.cam import CAM_DEPTHS, CAM_SCALES, OUTPUT_STRIDE, build_cam_net, mul
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from utils.cli import run_main
-from utils.io import atomic_path, read_label, save_png, save_rgb_png
+from utils.io import atomic_path, prepare_output_dir, read_label, save_png, save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.palette import colorize
 from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, distributed,
-                            lr_at, restore, resume_path, seed_epoch, seed_everything, shuffled_loader,
-                            unwrap)
+                            lr_at, pretrained_error, restore, resume_path, seed_epoch, seed_everything,
+                            shuffled_loader, unwrap)
 
 NUM_FG = NUM_CLASSES - 1  # the classifier's outputs: classes 1..20
 
@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="mixed precision (default: on with CUDA, fp16 + GradScaler; off on CPU)")
     a("--logdir", default="log/cam_r50", help="checkpoints, metrics.csv, curves.png, TensorBoard")
     a("--resume", default=None, help="a checkpoint path, or 'auto' (the log dir's last checkpoint)")
+    a("--resume_override", action="store_true",
+      help="resume even if the schedule or model flags differ from the checkpoint's")
     a("--stop_after", type=int, default=None,
       help="leave after this many epochs in this run; the schedule still spans --epochs")
 
@@ -114,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--preview", type=int, default=6, help="images in the preview picture (0: none)")
     a("--trust_checkpoint", action="store_true", help="torch.load with weights_only=False")
     return p
+
+
+# What a resumed classifier run must share with the run that wrote its checkpoint.
+CAM_RESUME_KEYS = ("layers", "output_stride", "crop_size", "scale_range", "train_path",
+                   "class_labels", "batchsize", "lr", "wdecay", "momentum", "epochs", "warmup",
+                   "seed", "world_size")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -242,6 +250,8 @@ def train(args) -> dict:
     main_proc = dist.is_main()
     amp_dtype = autocast_dtype(device, args.amp)
     seed_everything(args.seed)
+    if main_proc:
+        prepare_output_dir(args.logdir, "--logdir")
 
     labels = class_labels_for(args, args.train_path)
     empty = [i for i in read_ids(split_path(args.dataset_path, args.train_path)) if not labels.get(i)]
@@ -258,7 +268,7 @@ def train(args) -> dict:
     try:
         model = build_cam_net(args.layers, NUM_FG, args.pretrained, args.output_stride).to(device)
     except (OSError, ValueError, RuntimeError) as e:  # a wrong --pretrained file, no network
-        raise TrainingError(f"--pretrained {args.pretrained}: {e}") from None
+        raise pretrained_error(args.pretrained, e) from None
     groups = model.param_groups()
     model = distributed(model, device, sync_bn=not model.frozen_bn)
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.wdecay)
@@ -268,26 +278,26 @@ def train(args) -> dict:
     total_iters = args.epochs * iters_per_epoch
     warmup_iters = min(total_iters, round(args.warmup * iters_per_epoch))
     start_epoch, iteration, best = 0, 0, -1.0
+    run_args = vars(args) | {"world_size": dist.world_size()}
     path = resume_path(args.resume, args.logdir)
     if path is not None:
         ckpt = restore(path, model, optimizer, scaler, device,
-                       hint="resume with the same --layers/--output_stride as the run that wrote it")
+                       hint="resume with the same --layers/--output_stride as the run that wrote it",
+                       now=run_args, keys=CAM_RESUME_KEYS, override=args.resume_override)
         start_epoch, iteration, best = int(ckpt["epoch"]), int(ckpt["iteration"]), float(ckpt.get("best_f1", -1))
         if main_proc:
             print(f"resumed from {path}: epoch {start_epoch}, iteration {iteration}")
 
     log = None
     if main_proc:
-        os.makedirs(args.logdir, exist_ok=True)
-        save_config(vars(args) | {"world_size": dist.world_size(), "device": str(device),
-                                  "iters_per_epoch": iters_per_epoch}, args.logdir)
+        save_config(run_args | {"device": str(device), "iters_per_epoch": iters_per_epoch}, args.logdir)
         log = MetricsLog(args.logdir, val_key="val_f1", val_title="val mean F1 of class presence (%)")
         log.truncate(start_epoch)
 
     def state(epoch_done: int) -> dict:
         return {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch_done, "iteration": iteration,
-                "best_f1": best, "args": vars(args), "kind": "cam_classifier"}
+                "best_f1": best, "args": run_args, "kind": "cam_classifier"}
 
     model.train()
     result = {"val_f1": float("nan")}
@@ -424,13 +434,14 @@ def label(args) -> dict:
     out_dir = _out_folder(args.dataset_path, args.out)
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "scribble"),
                               {"scribble": args.scribble_path}, _Labelling())
+    if main_proc:  # before any rank writes there: the others wait at the broadcast below
+        prepare_output_dir(out_dir, "--out")
     # Decided once, on rank 0: a rank that looked later would see files others just wrote,
     # shard a different list, and leave ids unlabelled.
     todo = dist.broadcast_object([i for i, id_ in enumerate(dataset.ids)
                                   if args.overwrite or not os.path.isfile(os.path.join(out_dir, id_ + ".png"))]
                                  if main_proc else None)
     if main_proc:
-        os.makedirs(out_dir, exist_ok=True)
         done = len(dataset) - len(todo)
         print(f"{len(todo)} of {len(dataset)} ids to label into {out_dir}"
               + (f" ({done} already there; --overwrite redoes them)" if done else ""))

@@ -31,13 +31,13 @@ from utils import dist
 from utils.checkpoint import CheckpointError, save_checkpoint
 from utils.cli import run_main
 from utils.inference import upsample_logits
-from utils.io import save_rgb_png
+from utils.io import prepare_output_dir, save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.metrics import ConfusionMeter, scores
 from utils.palette import colorize
 from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, collate,
-                            distributed, lr_at, restore, resume_path, seed_epoch, seed_everything,
-                            shuffled_loader, unwrap)
+                            distributed, lr_at, pretrained_error, restore, resume_path, seed_epoch,
+                            seed_everything, shuffled_loader, unwrap)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     # bookkeeping
     a("--logdir", default="log/train", help="checkpoints, metrics.csv, curves.png, TensorBoard")
     a("--resume", default=None, help="a checkpoint path, or 'auto' (the log dir's last checkpoint)")
+    a("--resume_override", action="store_true",
+      help="resume even if the schedule, model or loss flags differ from the checkpoint's")
     a("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
     a("--chk_interval", type=int, default=1, help="write the last checkpoint every N epochs")
     a("--stop_after", type=int, default=None,
@@ -92,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
            "the schedule still spans --epochs, and --resume auto continues")
     a("--no_check", action="store_true", help="skip the start-up dataset check")
     return p
+
+
+# What a resumed run must share with the run that wrote its checkpoint (utils.training.restore):
+# the flags that shape the schedule, the model or the loss, and the number of processes.
+RESUME_KEYS = ("model_type", "layers", "numclasses", "crop_size", "train_path", "pseudo_path",
+               "distancemap_s", "distancemap_c", "scribble_path", "l_seg", "l_pseudo",
+               "label_smooth", "l_ds", "l_dc", "l_lorm", "lorm_temperature", "batchsize", "lr",
+               "warmup", "wdecay", "momentum", "epochs", "seed", "world_size")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -128,7 +138,7 @@ def build(args, device):
                             pretrained=None if args.pretrained == "none" else args.pretrained,
                             lorm_temperature=args.lorm_temperature)
     except (OSError, ValueError) as e:  # a missing or wrong --pretrained file, no network
-        raise TrainingError(f"--pretrained {args.pretrained}: {e}") from None
+        raise pretrained_error(args.pretrained, e) from None
     model = distributed(model.to(device), device)
     # SPEC §6: one parameter group (the authors used a single lr for backbone and head).
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -189,6 +199,8 @@ def train(args) -> dict:
     main_proc = dist.is_main()
     amp_dtype = autocast_dtype(device, args.amp)
     seed_everything(args.seed)
+    if main_proc:
+        prepare_output_dir(args.logdir, "--logdir")
     if args.batchsize < 2 and not (dist.is_dist() and device.type == "cuda"):
         # BatchNorm (the head's image-pooling branch sees one value per channel) cannot train
         # on one sample; SyncBatchNorm over several GPUs can.
@@ -209,10 +221,12 @@ def train(args) -> dict:
     warmup_iters = min(total_iters, max(1, round(args.warmup * iters_per_epoch)))
     start_epoch, iteration, best_miou = 0, 0, -1.0
 
+    run_args = vars(args) | {"world_size": dist.world_size()}
     path = resume_path(args.resume, args.logdir)
     if path is not None:
         ckpt = restore(path, model, optimizer, scaler, device,
-                       hint="resume with the same --model_type/--layers/--l_lorm as the run that wrote it")
+                       hint="resume with the same --model_type/--layers/--l_lorm as the run that wrote it",
+                       now=run_args, keys=RESUME_KEYS, override=args.resume_override)
         start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
         best_miou = float(ckpt.get("best_miou", -1.0))
         if main_proc:
@@ -222,17 +236,16 @@ def train(args) -> dict:
 
     log = None
     if main_proc:
-        os.makedirs(args.logdir, exist_ok=True)
-        save_config(vars(args) | {"world_size": dist.world_size(), "device": str(device),
-                                  "amp_dtype": str(amp_dtype), "train_fields": list(train_fields),
-                                  "iters_per_epoch": iters_per_epoch}, args.logdir)
+        save_config(run_args | {"device": str(device), "amp_dtype": str(amp_dtype),
+                                "train_fields": list(train_fields), "iters_per_epoch": iters_per_epoch},
+                    args.logdir)
         log = MetricsLog(args.logdir)
         log.truncate(start_epoch)  # a resumed run redoes the epochs after its checkpoint
 
     def state(epoch_done: int) -> dict:
         return {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch_done, "iteration": iteration,
-                "best_miou": best_miou, "args": vars(args)}
+                "best_miou": best_miou, "args": run_args}
 
     model.train()
     result = {"best_miou": best_miou, "val_miou": float("nan")}

@@ -24,6 +24,7 @@ long VOC names (layout.CLASSES) are accepted too.
 Bad files (malformed XML, unknown tag, <size> disagreeing with the JPEG, missing JPEG) are
 collected, not fatal: every good file is still written (atomically), the bad ones are not,
 all problems are listed at the end and the CLI exits 1, so one run shows every problem.
+Converted files that clamp points or mark no pixel are listed in the summary as notes.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from tqdm import tqdm
 
 from datasets.layout import CLASSES, SCRIBBLE_TAGS, DatasetError
 from utils.io import image_size as read_image_size
-from utils.io import save_png
+from utils.io import OutputError, prepare_output_dir, save_png
 from utils.parallel import parallel_map
 
 CLASS_OF_TAG = {**{n: i for i, n in enumerate(CLASSES)}, **{n: i for i, n in enumerate(SCRIBBLE_TAGS)}}
@@ -64,11 +65,14 @@ def _number(elem: ET.Element, tag: str, where: str) -> int:
         raise ValueError(f"{where}: <{tag}> is not a number: '{text}'") from None
 
 
-def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = None) -> np.ndarray:
+def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = None,
+                           notes: list[str] | None = None) -> np.ndarray:
     """(H, W) uint8 scribble label map of one XML file.
 
     `image_size` (H, W) is the real image's size; the XML's <size> must agree with it. Without
     it, the XML's <size> sets the canvas. Raises DatasetError naming the file on any problem.
+    What is drawn but worth a look is appended to `notes` (each naming the file): points
+    outside the image (clamped to its border), a file that marks no pixel at all.
     """
     try:
         root = ET.parse(xml_path).getroot()
@@ -90,6 +94,7 @@ def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = N
             raise ValueError(f"image size {w}x{h} (WxH) is empty")
 
         canvas = np.full((h, w), UNLABELLED, np.uint8)
+        clamped, strokes = [], 0
         for k, poly in enumerate(root.iter("polygon"), 1):
             where = f"stroke {k}"
             tag = _text(poly, "tag", where)
@@ -100,13 +105,24 @@ def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = N
                    for j, p in enumerate(poly.iter("point"), 1)]
             if not pts:
                 continue  # an empty stroke marks nothing
-            pts = np.clip(np.array(pts, np.int64), 0, [w - 1, h - 1]).astype(np.int32)
+            strokes += 1
+            raw = np.array(pts, np.int64)
+            pts = np.clip(raw, 0, [w - 1, h - 1]).astype(np.int32)
+            outside = int((pts != raw).any(axis=1).sum())
+            if outside:
+                clamped.append(f"{outside} in stroke {k}")
             if len(pts) == 1:  # OpenCV draws nothing for a one-point polyline; a dot is a stroke
                 pts = np.repeat(pts, 2, axis=0)
             cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], isClosed=False, color=int(cls),
                           thickness=_CV_THICKNESS_3PX, lineType=cv2.LINE_8)
     except ValueError as e:
         raise DatasetError(f"{xml_path}: {e}") from None
+    if notes is not None:
+        if clamped:
+            notes.append(f"{xml_path}: point(s) outside the {w}x{h} image clamped to its border "
+                         f"({', '.join(clamped)})")
+        if not strokes:
+            notes.append(f"{xml_path}: no <polygon> with points: the scribble marks no pixel (all 255)")
     return canvas
 
 
@@ -116,6 +132,7 @@ class ConvertStats:
     labelled_pixels: int = 0
     total_pixels: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # converted, but worth a look
 
     @property
     def labelled_percent(self) -> float:
@@ -123,15 +140,19 @@ class ConvertStats:
 
     def summary(self) -> str:
         lines = [f"converted {self.converted} file(s); labelled pixels {self.labelled_percent:.2f} %"]
+        if self.notes:
+            lines.append(f"{len(self.notes)} note(s) on converted files:")
+            lines += [f"  {n}" for n in self.notes]
         if self.problems:
             lines.append(f"{len(self.problems)} file(s) not converted:")
             lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
 
 
-def _convert_one(args: tuple[str, str, str]) -> tuple[int, int, str | None]:
-    """(labelled, total, problem) for one XML; the PNG is written only if the file is good."""
+def _convert_one(args: tuple[str, str, str]) -> tuple[int, int, str | None, list[str]]:
+    """(labelled, total, problem, notes) for one XML; the PNG is written only if the file is good."""
     xml_path, jpg_path, png_path = args
+    notes: list[str] = []
     try:
         try:
             hw = read_image_size(jpg_path)
@@ -139,11 +160,11 @@ def _convert_one(args: tuple[str, str, str]) -> tuple[int, int, str | None]:
             raise DatasetError(f"{xml_path}: image {jpg_path} not found") from None
         except OSError as e:
             raise DatasetError(f"{xml_path}: {e}") from None
-        label = rasterize_scribble_xml(xml_path, hw)
+        label = rasterize_scribble_xml(xml_path, hw, notes)
         save_png(label, png_path)
     except (DatasetError, OSError) as e:
-        return 0, 0, str(e)
-    return int((label != UNLABELLED).sum()), label.size, None
+        return 0, 0, str(e), []
+    return int((label != UNLABELLED).sum()), label.size, None, notes
 
 
 def convert(xml_dir: str, images_dir: str, out_dir: str, workers: int | None = None) -> ConvertStats:
@@ -157,12 +178,13 @@ def convert(xml_dir: str, images_dir: str, out_dir: str, workers: int | None = N
         raise DatasetError(f"{xml_dir}: no .xml files")
     jobs = [(os.path.join(xml_dir, n), os.path.join(images_dir, n[:-4] + ".jpg"),
              os.path.join(out_dir, n[:-4] + ".png")) for n in names]
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_output_dir(out_dir, "--out")
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
 
     stats = ConvertStats()
     results = parallel_map(_convert_one, jobs, workers, preload=["datasets.convert_scribbles"])
-    for labelled, total, problem in tqdm(results, total=len(jobs), desc="scribbles", unit="xml"):
+    for labelled, total, problem, notes in tqdm(results, total=len(jobs), desc="scribbles", unit="xml"):
+        stats.notes += notes
         if problem:
             stats.problems.append(problem)
         else:
@@ -182,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         stats = convert(args.xml, args.images, args.out, args.workers)
-    except DatasetError as e:
+    except (DatasetError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(stats.summary(), file=sys.stderr if stats.problems else sys.stdout)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.io import read_label, save_png
+from utils.io import prepare_output_dir, read_label, save_png
 from utils.parallel import parallel_map
 
 DEFAULT_LAMBDA = {"scribble": math.e, "pseudo": math.e ** 6}
@@ -210,7 +210,7 @@ def convert_folder(kind: str, src: str, dst: str, lam: float | None = None,
         raise ValueError(f"{dst}: destination is the source folder; the maps would replace the labels")
     lam = DEFAULT_LAMBDA[kind] if lam is None else float(lam)
     workers = max(1, workers or os.cpu_count() or 1)
-    os.makedirs(dst, exist_ok=True)
+    prepare_output_dir(dst, "--dst")
 
     # Hidden names are skipped: atomic_path's temp files start with '.'.
     names = sorted(n for n in os.listdir(src) if n.lower().endswith(".png") and not n.startswith("."))

@@ -73,7 +73,7 @@ from scipy.sparse.csgraph import dijkstra, minimum_spanning_tree
 from tqdm import tqdm
 
 from datasets.layout import IGNORE_INDEX, NUM_CLASSES, DatasetError, read_ids
-from utils.io import read_label, save_png
+from utils.io import OutputError, prepare_output_dir, read_label, save_png
 from utils.parallel import parallel_map
 
 MIN_OBJECT = 5          # objects of <= this many pixels get no stroke
@@ -406,7 +406,7 @@ def simulate_folder(masks_dir: str, out_dir: str, seed: int, ids: list[str] | No
             jobs.append((id_, os.path.join(masks_dir, id_ + ".png"), out_path, seed, thickness))
     if not jobs:
         return stats
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_output_dir(out_dir, "--out")
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     results = parallel_map(_simulate_one, jobs, workers, preload=_PRELOAD)
     for strokes, tiny, percent, seconds, problem in tqdm(results, total=len(jobs), desc="scribbles",
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = read_ids(args.ids) if args.ids else None
         stats = simulate_folder(args.masks, args.out, args.seed, ids, args.workers, thickness,
                                 args.overwrite)
-    except DatasetError as e:
+    except (DatasetError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(stats.summary(), file=sys.stderr if stats.problems else sys.stdout)

@@ -191,8 +191,11 @@ def _imagenet_state_dict(depth: int) -> Mapping[str, torch.Tensor]:
     try:
         return weights.get_state_dict(progress=True)
     except OSError as e:  # no network, proxy, full disk ...
-        raise RuntimeError(f"could not fetch {weights.url} ({e}); download it elsewhere and pass "
-                           f"its path as pretrained=PATH") from e
+        reason = getattr(e, "reason", None) or e.strerror or e
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise OSError(f"the ImageNet weights could not be downloaded from {weights.url} ({reason}); "
+                      f"fetch that file where there is network and pass its path, or put it in "
+                      f"{cache} (torchvision's cache)") from None
 
 
 def _read_state_dict(path: str) -> Mapping[str, torch.Tensor]:

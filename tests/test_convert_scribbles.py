@@ -77,11 +77,39 @@ def test_later_strokes_overwrite_earlier_ones(tmp_path):
     assert ((a == 1) | (b == 1)).sum() > (a == 1).sum()
 
 
-def test_out_of_range_points_are_clamped(tmp_path):
-    lab = rasterize_scribble_xml(write(tmp_path / "a.xml", xml(stroke("bike", (-40, 0), (500, -3)))))
+def test_out_of_range_points_are_clamped_and_noted(tmp_path):
+    notes = []
+    path = write(tmp_path / "a.xml", xml(stroke("cat", (3, 3)), stroke("bike", (-40, 0), (5, 1), (500, -3))))
+    lab = rasterize_scribble_xml(path, notes=notes)
     expected = np.zeros((16, 24), bool)
     expected[0:2, :] = True            # clamped to row 0, x 0..23; the band's upper half falls outside
     np.testing.assert_array_equal(lab == 2, expected)
+    # (5, 1) is inside (1-based); the other two points of stroke 2 are not; stroke 1 is fine
+    assert notes == [f"{path}: point(s) outside the 24x16 image clamped to its border (2 in stroke 2)"]
+
+
+@pytest.mark.parametrize("strokes", [(), (stroke("cat"),)], ids=["no_polygon", "no_points"])
+def test_file_that_marks_nothing_is_noted(tmp_path, strokes):
+    notes = []
+    path = write(tmp_path / "a.xml", xml(*strokes))
+    assert (rasterize_scribble_xml(path, notes=notes) == 255).all()
+    assert len(notes) == 1 and notes[0].startswith(f"{path}: no <polygon>") and "all 255" in notes[0]
+
+
+def test_summary_lists_notes_per_file(tmp_path, capsys):
+    xml_dir, img_dir = make_dataset(tmp_path)
+    write(xml_dir / "d.xml", xml())
+    write(xml_dir / "e.xml", xml(stroke("cat", (2, 2), (30, 2))))
+    for i in "de":
+        Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(img_dir / f"{i}.jpg")
+    assert main(["--xml", str(xml_dir), "--images", str(img_dir), "--out", str(tmp_path / "out"),
+                 "--workers", "2"]) == 0  # converted: notes do not fail the run
+    out = capsys.readouterr().out
+    assert "converted 5 file(s)" in out and "2 note(s) on converted files:" in out
+    lines = [l.strip() for l in out.splitlines()]
+    assert f"{xml_dir / 'd.xml'}: no <polygon> with points: the scribble marks no pixel (all 255)" in lines
+    assert f"{xml_dir / 'e.xml'}: point(s) outside the 24x16 image clamped to its border (1 in stroke 1)" in lines
+    assert not any(str(xml_dir / n) in out for n in ("a.xml", "b.xml", "c.xml"))
 
 
 def test_single_point_stroke_marks_pixels_and_long_names_are_accepted(tmp_path):

@@ -302,6 +302,33 @@ def test_never_deletes_or_overwrites_files_it_did_not_write(tmp_path, synthetic_
     assert not os.path.exists(os.path.join(save, evaluation.UNFINISHED))
 
 
+def test_save_path_under_a_file_and_stale_temps(tmp_path, synthetic_root, capsys):
+    path = our_checkpoint(_model(), tmp_path / "ours.pth")
+    (tmp_path / "f").write_text("mine")
+    rc, err = _run(["--checkpoint_path", path, "--dataset_path", synthetic_root, "--save_path",
+                    str(tmp_path / "f" / "run")] + SMALL, capsys)
+    assert rc == 1 and err.strip().count("\n") == 0 and "lies under the file" in err
+    assert (tmp_path / "f").read_text() == "mine"
+    # what a killed run leaves: temp files of a prediction and of the report, beside a stranger's
+    save = tmp_path / "run"
+    save.mkdir()
+    left = [save / ".2000_000010.k2x_9qaz.tmp.png", tmp_path / ".run.0a1b2c3d.tmp.txt"]
+    kept = [tmp_path / ".other.0a1b2c3d.tmp.txt", save / "mine.tmp"]
+    for f in left + kept:
+        f.write_text("x")
+    assert _run(["--checkpoint_path", path, "--dataset_path", synthetic_root, "--save_path",
+                 str(save)] + SMALL, capsys)[0] == 0
+    assert not any(f.exists() for f in left) and all(f.exists() for f in kept)
+
+
+def test_scales_that_shrink_the_image_to_nothing_are_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluation.parse_args(["--checkpoint_path", "x", "--base_size", "80", "--scales", "0.001", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--scales 0.001" in err and "0 px" in err and "0.00625" in err
+    assert evaluation.parse_args(["--checkpoint_path", "x", "--base_size", "80", "--scales", "0.00625"]).scales == [0.00625]
+
+
 def test_torchrun_bad_image_on_one_rank_ends_every_rank(tmp_path, make_synthetic):
     root = make_synthetic()
     path = our_checkpoint(_model(), tmp_path / "ours.pth")

@@ -1,11 +1,15 @@
-"""train.py on CPU: flags, start-up checks, the schedule, learning, exact resume, atomic
-checkpoints, non-finite losses, and torchrun DDP with two gloo processes."""
+"""train.py on CPU: flags, start-up checks, the schedule, learning, exact resume (and refused
+resumes), atomic checkpoints, outputs that cannot be written, non-finite losses, and torchrun
+DDP with two gloo processes."""
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +17,8 @@ import torch
 import train
 from conftest import corrupt_file, torchrun
 from utils.checkpoint import load_checkpoint, save_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--layers", "18", "--pretrained", "none", "--batchsize", "2", "--crop_size", "65",
         "--workers", "0", "--lr", "0.01", "--warmup", "1", "--pseudo_path", "pseudo_label"]
@@ -145,6 +151,88 @@ def test_resume_auto_equals_straight_run(synthetic_root, tmp_path):
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
     # The resumed run's metrics.csv holds each epoch once.
     assert len(open(resumed / "metrics.csv").read().strip().splitlines()) == 3
+
+
+def test_resume_with_other_schedule_flags_is_refused_unless_overridden(synthetic_root, tmp_path, capsys):
+    log = tmp_path / "log"
+    assert run(synthetic_root, log, "--epochs", "2", "--stop_after", "1") == 0
+    kept = {n: (log / n).read_bytes() for n in ("config.json", "metrics.csv", "last_checkpoint.pth")}
+    capsys.readouterr()
+    # TINY has --lr 0.01 --batchsize 2; argparse takes the last value of a repeated flag.
+    assert run(synthetic_root, log, "--epochs", "2", "--resume", "auto", "--lr", "0.02",
+               "--batchsize", "3") == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "--lr 0.01 -> 0.02" in err and "--batchsize 2 -> 3" in err and "--resume_override" in err
+    assert "--epochs" not in err.split("differ")[1].split("Resume")[0]  # unchanged flags not listed
+    for name, data in kept.items():  # a refused resume writes nothing
+        assert (log / name).read_bytes() == data, name
+    assert run(synthetic_root, log, "--epochs", "2", "--resume", "auto", "--lr", "0.02",
+               "--resume_override") == 0
+    out = capsys.readouterr().out
+    assert "warning: --resume_override" in out and "--lr 0.01 -> 0.02" in out
+    ckpt = load_checkpoint(str(log / "last_checkpoint.pth"))
+    assert ckpt["epoch"] == 2 and ckpt["args"]["lr"] == 0.02
+    assert json.load(open(log / "config.json"))["lr"] == 0.02
+
+
+def test_start_clears_only_our_stale_temp_files(synthetic_root, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    ours = [".last_checkpoint.k2x_9qaz.tmp.pth", ".metrics.0a1b2c3d.tmp.csv"]  # a killed run's
+    foreign = [".last_checkpoint.tmp.pth", "notes.tmp.txt", ".cache.abc.tmp", ".x.12345678.tmpfoo"]
+    for name in ours + foreign:
+        (log / name).write_bytes(b"x" * 1000)
+    assert run(synthetic_root, log, "--epochs", "1") == 0
+    left = set(os.listdir(log))
+    assert not left & set(ours) and set(foreign) <= left
+    assert not [n for n in left if ".tmp" in n and n not in foreign]  # none of this run's either
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_log_dir_that_is_a_file_is_one_line(synthetic_root, tmp_path, capsys, where):
+    (tmp_path / "f").write_text("mine")
+    log = tmp_path / "f" if where == "file" else tmp_path / "f" / "sub"
+    assert run(synthetic_root, log, "--epochs", "1") == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and f"--logdir {log}" in err and "not a folder" in err
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_imagenet_weights_without_network_is_one_line(synthetic_root, tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import torchvision.models._api as tv_api
+
+    def offline(url, *a, **k):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    argv = ["--dataset_path", str(synthetic_root), "--logdir", str(tmp_path / "log"), *TINY,
+            "--pretrained", "imagenet", "--epochs", "1"]  # the last --pretrained wins
+    assert train.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "could not be downloaded" in err and "resnet18" in err
+    assert "--pretrained FILE" in err and "--pretrained none" in err
+
+
+def test_full_disk_while_checkpointing_is_one_line(synthetic_root, tmp_path):
+    """A file-size limit makes every write past it fail the way a full disk does (the kernel's
+    EFBIG instead of ENOSPC): torch.save's writer fails mid-checkpoint."""
+    log = tmp_path / "log"
+    code = (f"import resource, signal, sys\n"
+            f"signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+            f"import train\n"
+            f"sys.exit(train.main({[ '--dataset_path', str(synthetic_root), '--logdir', str(log), *TINY, '--epochs', '1']!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and "disk is full" in err and "_checkpoint.pth" in err
+    assert not [n for n in os.listdir(log) if ".tmp" in n]
+    assert not (log / "last_checkpoint.pth").exists() and not (log / "best_checkpoint.pth").exists()
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
-"""The shared ending of train.py, eval.py and make_pseudo_labels.py: known problems become one
-`error:` line and exit 1, Ctrl-C exits 130, running out of memory is one line too.
+"""The shared ending of train.py, eval.py and make_pseudo_labels.py: known problems (those the
+script names, and an output that cannot be written) become one `error:` line and exit 1,
+Ctrl-C exits 130, running out of memory is one line too.
 
 Under torchrun a rank that fails must never wait for the others (they may be blocked in a
 collective that will never complete, and the job would hang until killed): it says what
@@ -18,6 +19,7 @@ from typing import Callable
 import torch
 
 from utils import dist
+from utils.io import OutputError
 
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 # A rank other than 0 waits this long before reporting: when every rank fails alike (a bad
@@ -48,7 +50,7 @@ def run_main(work: Callable[[], object], errors: tuple[type[BaseException], ...]
              on_interrupt: str) -> int:
     try:
         work()
-    except errors as e:
+    except (OutputError, *errors) as e:  # every script can meet an output it cannot write
         return _fail(f"error: {error_message(e)}", 1)
     except OUT_OF_MEMORY as e:
         first = str(e).splitlines()[0] if str(e) else ""

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import re
+import secrets
 
 import numpy as np
 from PIL import Image
@@ -11,23 +13,117 @@ from PIL import Image
 from utils.palette import voc_palette
 
 
+# Our temporary files: `.{name}.{8 random chars}.tmp{ext}` beside the file they become
+# (mkstemp's alphabet, so files left by older versions match too). Nothing else is ever
+# removed as stale.
+_TEMP_RE = re.compile(r"^\.(?P<base>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>\.[^./]*)?$")
+# What a full disk (or a file-size limit) looks like when it interrupts a write: the OS error,
+# or torch.save's zip writer reporting a short write.
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_SPACE_TORCH = ("unexpected pos", "PytorchStreamWriter failed writing")
+
+
+class OutputError(OSError):
+    """An output that cannot be written (the disk is full, a folder is a file...); the message
+    names the path and the problem."""
+
+
+def check_output_dir(path: str, what: str, create: bool = True) -> None:
+    """OutputError unless `path` is a directory or can be made one (no part of it is a file);
+    `create`: make it now."""
+    probe = os.path.abspath(path)
+    while True:
+        if os.path.exists(probe):
+            if not os.path.isdir(probe):
+                where = "is a file" if probe == os.path.abspath(path) else f"lies under the file {probe}"
+                raise OutputError(f"{what} {path}: {where}, not a folder")
+            break
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not create:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{what} {path}: cannot create the folder ({e.strerror or e})") from None
+
+
+def remove_stale_temps(directory: str, name: str | None = None) -> int:
+    """Delete the temporary files an interrupted run of ours left in `directory` (only those
+    for `name` when given); how many. Call it before this run starts writing there."""
+    if not os.path.isdir(directory):
+        return 0
+    want = None if name is None else os.path.splitext(os.path.basename(name))
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            m = _TEMP_RE.match(entry.name)
+            if not m or not entry.is_file(follow_symlinks=False):
+                continue
+            if want is not None and (m["base"], m["ext"] or "") != want:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def prepare_output_dir(path: str, what: str) -> None:
+    """Before a run writes into `path`: make sure it is (or can become) a folder, and clear the
+    temp files an earlier, killed run of ours left there (they can be checkpoint-sized)."""
+    check_output_dir(path, what)
+    n = remove_stale_temps(path)
+    if n:
+        print(f"{path}: removed {n} temporary file(s) left by an interrupted run")
+
+
+def _new_temp(d: str, base: str, ext: str) -> str:
+    """Create an empty temp file with mode 0o666 & ~umask (mkstemp would make it 0600)."""
+    for _ in range(100):
+        tmp = os.path.join(d, f".{base}.{secrets.token_hex(4)}.tmp{ext}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise OutputError(f"{d}: cannot create a temporary file")  # pragma: no cover
+
+
+def _write_failure(path: str, e: BaseException) -> OutputError | None:
+    """The one-line error for a write that failed for lack of space, else None."""
+    first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+    if isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS:
+        reason = e.strerror or first
+    elif isinstance(e, RuntimeError) and any(s in str(e) for s in _NO_SPACE_TORCH):
+        reason = first
+    else:
+        return None
+    return OutputError(f"{path}: cannot write it: the disk is full (or a file-size limit was hit): "
+                       f"{reason}; the previous version, if any, is unchanged")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    A run killed mid-write leaves at most a `.tmp` file, never a truncated `path`.
+    A run killed mid-write leaves at most a temp file (remove_stale_temps clears it later),
+    never a truncated `path`. Outputs get the umask's permissions, like any other file.
     """
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=d)
-    os.close(fd)
+    tmp = _new_temp(d, base, ext)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        failure = _write_failure(path, e)
+        if failure is not None:
+            raise failure from None
         raise
 
 

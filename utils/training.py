@@ -19,6 +19,14 @@ class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, empty loader...); the message says where."""
 
 
+def pretrained_error(value: str, e: Exception) -> TrainingError:
+    """The one-line error for a --pretrained that cannot be loaded (a missing or wrong file, or
+    the ImageNet download without network), with the flags that get past it."""
+    advice = " Use --pretrained FILE for a downloaded file, or --pretrained none for random init." \
+        if value == "imagenet" else ""
+    return TrainingError(f"--pretrained {value}: {e}.{advice}".replace("..", "."))
+
+
 def lr_at(iteration: int, base_lr: float, warmup_iters: int, total_iters: int) -> float:
     """SPEC §6, per iteration: linear warm-up to base_lr, then cosine to 0 at total_iters.
 
@@ -109,11 +117,38 @@ def distributed(model: torch.nn.Module, device, sync_bn: bool = True) -> torch.n
         model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def restore(path: str, model, optimizer, scaler, device, hint: str) -> dict:
+def _comparable(v):
+    return list(v) if isinstance(v, tuple) else v  # a checkpoint may hold a tuple as a list
+
+
+def changed_flags(saved: dict | None, now: dict, keys) -> list[str]:
+    """`--flag saved -> now` for each of `keys` whose value differs between the run that wrote a
+    checkpoint (its stored args) and this one; keys the checkpoint lacks are not compared."""
+    saved = saved or {}
+    return [f"--{k} {saved[k]!r} -> {now.get(k)!r}" for k in keys
+            if k in saved and _comparable(saved[k]) != _comparable(now.get(k))]
+
+
+def restore(path: str, model, optimizer, scaler, device, hint: str, now: dict | None = None,
+            keys=(), override: bool = False) -> dict:
     """Load a training checkpoint into model / optimizer / scaler; return it (epoch, iteration
-    and the loop's own entries are the caller's)."""
+    and the loop's own entries are the caller's).
+
+    `keys` are the settings that shape the schedule, the model or the loss: if `now` (this
+    run's args) differs from the checkpoint's stored args in any of them, resuming would
+    silently splice two different runs, so it is a TrainingError listing them, unless
+    `override` (--resume_override), which only warns.
+    """
     from utils.checkpoint import load_checkpoint, load_model_weights
     ckpt = load_checkpoint(path, map_location=device)
+    diff = changed_flags(ckpt.get("args"), now or {}, keys)
+    if diff and not override:
+        raise TrainingError(f"{path}: this run's settings differ from the run that wrote the "
+                            f"checkpoint: {'; '.join(diff)}. Resume with the checkpoint's values, "
+                            f"start a new --logdir, or pass --resume_override to continue with "
+                            f"the new ones")
+    if diff and dist.is_main():
+        print(f"warning: --resume_override: continuing {path} with {'; '.join(diff)}")
     load_model_weights(unwrap(model), ckpt["state_dict"], path, hint=hint)
     optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scaler"):
