@@ -153,7 +153,7 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     load_model_weights(model, ckpt["state_dict"], path, hint=architecture_hint(ckpt["state_dict"], arch))
-    model.layer_camatt = None  # LoRM only adds a training loss (SPEC §4): loaded, checked, dropped
+    model.drop_lorm()  # LoRM only adds a training loss (SPEC §4): loaded, checked, dropped
     model.to(device)
     if optimize:
         prepare_for_inference(model)  # BN folded into convs, NHWC: same predictions, faster

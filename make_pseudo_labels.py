@@ -9,7 +9,7 @@
 `train` fits the multi-label CAM classifier (models/cam.py: torchvision ResNet, ImageNet init by
 default) to the image-level labels of <root>/class_labels_<split>.json (written by
 datasets.class_labels; computed from the scribbles when absent), with the multi-label
-soft-margin loss, SGD, warm-up + cosine lr per iteration (utils.training, as train.py), and
+soft-margin loss, SGD, warm-up + cosine lr per iteration (utils.engine: train.py's loop), and
 validates each epoch with the per-class F1 of the val split's classes (from the full masks when
 they exist, else the scribbles). Checkpoints, metrics.csv, curves.png and TensorBoard go to
 --logdir; --resume auto continues exactly.
@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -45,14 +43,12 @@ from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
 from models.cam import CAM_DEPTHS, CAM_SCALES, OUTPUT_STRIDE, build_cam_net, multi_scale_cam
 from utils import dist
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from utils.cli import run_main
+from utils.engine import Task, add_engine_flags, check_engine_flags, fit, start_run
 from utils.io import atomic_path, prepare_output_dir, read_label, save_png, save_rgb_png
-from utils.log import MetricsLog, save_config
 from utils.palette import colorize
-from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, distributed,
-                            lr_at, pretrained_error, restore, resume_path, seed_epoch, seed_everything,
-                            shuffled_loader, unwrap)
+from utils.training import TrainingError, distributed, pretrained_error, shuffled_loader, unwrap
 
 NUM_FG = NUM_CLASSES - 1  # the classifier's outputs: classes 1..20
 
@@ -71,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
           help="image-level labels JSON (default <root>/class_labels_<split>.json; computed from "
                "the scribbles when the file does not exist)")
         a("--workers", type=int, default=4)
-        a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
-        a("--seed", type=int, default=0)
 
     t = sub.add_parser("train", help="fit the CAM classifier to the scribbles' image-level labels")
     common(t)
@@ -89,16 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr", type=float, default=0.1, help="head lr; the pretrained backbone gets lr/10 (IRN)")
     a("--wdecay", type=float, default=1e-4)
     a("--momentum", type=float, default=0.9)
-    a("--epochs", type=int, default=5)
-    a("--warmup", type=float, default=0, help="linear warm-up length in epochs")
-    a("--amp", action=argparse.BooleanOptionalAction, default=None,
-      help="mixed precision (default: on with CUDA, fp16 + GradScaler; off on CPU)")
-    a("--logdir", default="log/cam_r50", help="checkpoints, metrics.csv, curves.png, TensorBoard")
-    a("--resume", default=None, help="a checkpoint path, or 'auto' (the log dir's last checkpoint)")
-    a("--resume_override", action="store_true",
-      help="resume even if the schedule or model flags differ from the checkpoint's")
-    a("--stop_after", type=int, default=None,
-      help="leave after this many epochs in this run; the schedule still spans --epochs")
+    add_engine_flags(t, logdir="log/cam_r50", epochs=5, warmup=0, seed=0)
 
     lab = sub.add_parser("label", help="write CAM pseudo-labels for a split")
     common(lab)
@@ -115,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="redo ids whose pseudo-label already exists")
     a("--preview", type=int, default=6, help="images in the preview picture (0: none)")
     a("--trust_checkpoint", action="store_true", help="torch.load with weights_only=False")
+    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
     return p
 
 
@@ -127,9 +113,10 @@ CAM_RESUME_KEYS = ("layers", "output_stride", "crop_size", "scale_range", "train
 def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        for name in ("batchsize", "epochs", "crop_size"):
+        for name in ("batchsize", "crop_size"):
             if getattr(args, name) < 1:
                 build_parser().error(f"--{name} must be >= 1")
+        check_engine_flags(build_parser(), args)
     else:
         if not 0 <= args.bg_thresh <= args.fg_thresh:
             build_parser().error("need 0 <= --bg_thresh <= --fg_thresh")
@@ -245,14 +232,41 @@ def cam_grid(model, batch, n: int = 4) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def train(args) -> dict:
-    device = dist.init_distributed(args.device)
-    main_proc = dist.is_main()
-    amp_dtype = autocast_dtype(device, args.amp)
-    seed_everything(args.seed)
-    if main_proc:
-        prepare_output_dir(args.logdir, "--logdir")
+class CAMTask(Task):
+    """The stage-1 classifier's training for utils.engine.fit: multi-label soft margin on the
+    image-level labels the scribbles reveal."""
 
+    val_key, val_name = "val_f1", "mean F1"
+    desc = "CAM epoch"
+    picture_file, picture_tag = "train_cams.png", "train/image|CAM"
+    resume_keys = CAM_RESUME_KEYS
+    resume_hint = "resume with the same --layers/--output_stride as the run that wrote it"
+    checkpoint_extra = {"kind": "cam_classifier"}
+
+    def __init__(self, model, optimizer, device, amp_dtype, labels: dict, val_loader=None):
+        super().__init__(model, optimizer, device, amp_dtype)
+        self.labels, self.val_loader = labels, val_loader
+
+    def loss(self, batch):
+        target = torch.stack([multi_hot(self.labels[i]) for i in batch["id"]]).to(self.device)
+        with self.autocast():
+            logits = self.model(batch["image"].to(self.device, non_blocking=True))
+        loss = F.multilabel_soft_margin_loss(logits.float(), target)
+        return loss, {"multilabel": loss}, {"target": target}
+
+    def validate(self):
+        if self.val_loader is None:
+            return None
+        s = validate(self.model, self.val_loader, self.device)
+        return 100 * s["f1"], {"val/mean_F1": 100 * s["f1"]}
+
+    def picture(self, batch, outputs):
+        return cam_grid(unwrap(self.model), batch | {"target": outputs["target"].cpu()})
+
+
+def train(args) -> dict:
+    device, amp_dtype = start_run(args)
+    main_proc = dist.is_main()
     labels = class_labels_for(args, args.train_path)
     empty = [i for i in read_ids(split_path(args.dataset_path, args.train_path)) if not labels.get(i)]
     train_set = ScribbleDataset(args.dataset_path, args.train_path, ("image",), None,
@@ -272,90 +286,8 @@ def train(args) -> dict:
     groups = model.param_groups()
     model = distributed(model, device, sync_bn=not model.frozen_bn)
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.wdecay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    iters_per_epoch = len(loader)
-    total_iters = args.epochs * iters_per_epoch
-    warmup_iters = min(total_iters, round(args.warmup * iters_per_epoch))
-    start_epoch, iteration, best = 0, 0, -1.0
-    run_args = vars(args) | {"world_size": dist.world_size()}
-    path = resume_path(args.resume, args.logdir)
-    if path is not None:
-        ckpt = restore(path, model, optimizer, scaler, device,
-                       hint="resume with the same --layers/--output_stride as the run that wrote it",
-                       now=run_args, keys=CAM_RESUME_KEYS, override=args.resume_override)
-        start_epoch, iteration, best = int(ckpt["epoch"]), int(ckpt["iteration"]), float(ckpt.get("best_f1", -1))
-        if main_proc:
-            print(f"resumed from {path}: epoch {start_epoch}, iteration {iteration}")
-
-    log = None
-    if main_proc:
-        save_config(run_args | {"device": str(device), "iters_per_epoch": iters_per_epoch}, args.logdir)
-        log = MetricsLog(args.logdir, val_key="val_f1", val_title="val mean F1 of class presence (%)")
-        log.truncate(start_epoch)
-
-    def state(epoch_done: int) -> dict:
-        return {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch_done, "iteration": iteration,
-                "best_f1": best, "args": run_args, "kind": "cam_classifier"}
-
-    model.train()
-    result = {"val_f1": float("nan")}
-    for epoch in range(start_epoch, args.epochs):
-        seed_epoch(args.seed, epoch)
-        loader.sampler.set_epoch(epoch)
-        total_loss, t0 = 0.0, time.time()
-        bar = tqdm(loader, desc=f"CAM epoch {epoch + 1}/{args.epochs}", disable=not main_proc,
-                   dynamic_ncols=True)
-        for step, batch in enumerate(bar):
-            lr = lr_at(iteration, args.lr, warmup_iters, total_iters)
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g["lr_scale"]
-            target = torch.stack([multi_hot(labels[i]) for i in batch["id"]]).to(device)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(batch["image"].to(device, non_blocking=True))
-            loss = F.multilabel_soft_margin_loss(logits.float(), target)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; "
-                                    f"the last good checkpoint is left in place")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
-            total_loss += loss_value
-            if main_proc:
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                log.scalars({"loss/multilabel": loss_value, "lr": lr}, iteration)
-                if step == 0:
-                    grid = cam_grid(unwrap(model), batch | {"target": target.cpu()})
-                    log.image("train/image|CAM", grid, iteration)
-                    save_rgb_png(grid, os.path.join(args.logdir, "train_cams.png"))
-        row = {"epoch": epoch + 1, "iteration": iteration, "lr": lr, "time_s": round(time.time() - t0, 2),
-               "loss_multilabel": total_loss / iters_per_epoch, "val_f1": float("nan")}
-        if val_loader is not None:
-            s = validate(model, val_loader, device)
-            row["val_f1"] = result["val_f1"] = 100 * s["f1"]
-            if main_proc:
-                print(f"epoch {epoch + 1}: loss {row['loss_multilabel']:.4f}, val mean F1 {row['val_f1']:.2f}")
-            if row["val_f1"] > best:
-                best = row["val_f1"]
-                if main_proc:
-                    save_checkpoint(state(epoch + 1), os.path.join(args.logdir, BEST))
-        if main_proc:
-            save_checkpoint(state(epoch + 1), os.path.join(args.logdir, LAST))
-            log.epoch_row(row)
-        dist.barrier()
-        if args.stop_after is not None and epoch + 1 - start_epoch >= args.stop_after:
-            if main_proc and epoch + 1 < args.epochs:
-                print(f"stopping after epoch {epoch + 1} (--stop_after); continue with --resume auto")
-            break
-    check_weights_in_sync(model)
-    if main_proc:
-        log.close()
-        print(f"done: CAM classifier in {os.path.join(args.logdir, LAST)} (curves.png, train_cams.png)")
-    return result
+    task = CAMTask(model, optimizer, device, amp_dtype, labels, val_loader)
+    return fit(task, loader, args, vars(args) | {"world_size": dist.world_size()})
 
 
 # ----------------------------------------------------------------------------- labelling

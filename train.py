@@ -10,10 +10,7 @@ N x --batchsize, so scale --lr yourself if you want the authors' N x lr (see REA
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -21,23 +18,19 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
-from datasets.layout import DatasetError
+from datasets.layout import FIELDS, DatasetError
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
 from losses import CDSPLoss
 from models import build_model
-from models.lorm import foreground_mask
 from utils import dist
-from utils.checkpoint import CheckpointError, save_checkpoint
+from utils.checkpoint import CheckpointError
 from utils.cli import run_main
+from utils.engine import Task, add_engine_flags, check_engine_flags, fit, start_run
 from utils.inference import upsample_logits
-from utils.io import prepare_output_dir, save_rgb_png
-from utils.log import MetricsLog, save_config
 from utils.metrics import ConfusionMeter, scores
 from utils.palette import colorize
-from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, collate,
-                            distributed, lr_at, pretrained_error, restore, resume_path, seed_epoch,
-                            seed_everything, shuffled_loader, unwrap)
+from utils.training import TrainingError, collate, distributed, pretrained_error, shuffled_loader, unwrap
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -74,24 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     # optimisation (SPEC §6)
     a("--batchsize", type=int, default=16, help="per process")
     a("--lr", type=float, default=1e-3)
-    a("--warmup", type=float, default=5, help="linear warm-up length in epochs (per-iteration)")
     a("--wdecay", type=float, default=5e-4)
     a("--momentum", type=float, default=0.9)
-    a("--epochs", type=int, default=50)
-    a("--seed", type=int, default=1000)
-    a("--amp", action=argparse.BooleanOptionalAction, default=None,
-      help="mixed precision (default: on with CUDA, fp16 + GradScaler; off on CPU)")
-    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
-    # bookkeeping
-    a("--logdir", default="log/train", help="checkpoints, metrics.csv, curves.png, TensorBoard")
-    a("--resume", default=None, help="a checkpoint path, or 'auto' (the log dir's last checkpoint)")
-    a("--resume_override", action="store_true",
-      help="resume even if the schedule, model or loss flags differ from the checkpoint's")
-    a("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
-    a("--chk_interval", type=int, default=1, help="write the last checkpoint every N epochs")
-    a("--stop_after", type=int, default=None,
-      help="leave after this many epochs in this run (e.g. a cluster time limit); "
-           "the schedule still spans --epochs, and --resume auto continues")
+    add_engine_flags(p, logdir="log/train", epochs=50, warmup=5, seed=1000)
     a("--no_check", action="store_true", help="skip the start-up dataset check")
     return p
 
@@ -105,12 +83,14 @@ RESUME_KEYS = ("model_type", "layers", "numclasses", "crop_size", "train_path", 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)  # unknown flags: argparse names them and exits 2
+    p = build_parser()
+    args = p.parse_args(argv)  # unknown flags: argparse names them and exits 2
     if args.pseudo_path is None and (args.l_pseudo or args.l_lorm):
-        build_parser().error("--pseudo_path is required when --l_pseudo or --l_lorm is non-zero")
-    for name in ("batchsize", "epochs", "crop_size", "val_interval", "chk_interval"):
+        p.error("--pseudo_path is required when --l_pseudo or --l_lorm is non-zero")
+    for name in ("batchsize", "crop_size"):
         if getattr(args, name) < 1:
-            build_parser().error(f"--{name} must be >= 1")
+            p.error(f"--{name} must be >= 1")
+    check_engine_flags(p, args)
     return args
 
 
@@ -132,11 +112,17 @@ def build_loaders(args, train_fields, device):
 
 
 # ----------------------------------------------------------------------------- model
-def build(args, device):
+def new_model(args):
+    """The network of the flags, randomly initialised (the backbone weights come later, after
+    the data check: a bad dataset should not wait for a download)."""
+    return build_model(args.model_type, args.layers, args.numclasses, lorm=args.l_lorm != 0,
+                       pretrained=None, lorm_temperature=args.lorm_temperature)
+
+
+def ready(model, args, device):
+    """--pretrained backbone loaded, moved, wrapped for DDP; with its optimiser."""
     try:
-        model = build_model(args.model_type, args.layers, args.numclasses, lorm=args.l_lorm != 0,
-                            pretrained=None if args.pretrained == "none" else args.pretrained,
-                            lorm_temperature=args.lorm_temperature)
+        model.load_backbone(None if args.pretrained == "none" else args.pretrained)
     except (OSError, ValueError) as e:  # a missing or wrong --pretrained file, no network
         raise pretrained_error(args.pretrained, e) from None
     model = distributed(model.to(device), device)
@@ -146,20 +132,14 @@ def build(args, device):
     return model, optimizer
 
 
-def forward(model, batch, criterion, device, amp_dtype):
-    image = batch["image"].to(device, non_blocking=True)
-    targets = {k: batch[k].to(device, non_blocking=True) for k in criterion.required_fields()
-               if k != "image"}
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        if criterion.uses_lorm:
-            pseudo = targets["pseudo"]
-            out = model(image, fg_mask=foreground_mask(pseudo, pseudo.shape[-2:]))
-        else:
-            out = model(image)
-    # Losses in float32: entropy and log-softmax of fp16 logits lose too much.
-    out = {k: v.float() for k, v in out.items()}
-    total, terms = criterion(out, targets)
-    return out, total, terms
+def build(args, device):
+    return ready(new_model(args), args, device)
+
+
+def train_fields(criterion: CDSPLoss, model) -> tuple[str, ...]:
+    """What the training set must return: the loss terms' fields and the model's own inputs."""
+    need = set(criterion.required_fields()) | set(unwrap(model).training_inputs)
+    return tuple(f for f in FIELDS if f in need)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -193,128 +173,61 @@ def sample_grid(batch, out, n: int = 4) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-# ----------------------------------------------------------------------------- main loop
+class SegmentationTask(Task):
+    """CDSP's training (SPEC §5-§6) for utils.engine.fit: the CDSP loss on the model's outputs."""
+
+    val_key, val_name = "val_miou", "mIoU"
+    picture_file, picture_tag = "train_samples.png", "train/image|scribble|pseudo|prediction"
+    resume_keys = RESUME_KEYS
+    resume_hint = "resume with the same --model_type/--layers/--l_lorm as the run that wrote it"
+
+    def __init__(self, model, optimizer, device, amp_dtype, criterion: CDSPLoss, val_loader=None,
+                 num_classes: int = 21):
+        super().__init__(model, optimizer, device, amp_dtype)
+        self.criterion, self.val_loader, self.num_classes = criterion, val_loader, num_classes
+        self.targets = tuple(f for f in criterion.required_fields() if f != "image")
+        self.inputs = unwrap(model).training_inputs
+
+    def loss(self, batch):
+        move = lambda k: batch[k].to(self.device, non_blocking=True)  # noqa: E731
+        with self.autocast():
+            out = self.model(move("image"), **{k: move(k) for k in self.inputs})
+        # Losses in float32: entropy and log-softmax of fp16 logits lose too much.
+        out = {k: v.float() for k, v in out.items()}
+        total, terms = self.criterion(out, {k: move(k) for k in self.targets})
+        return total, terms, out
+
+    def validate(self):
+        if self.val_loader is None:
+            return None
+        s = validate(self.model, self.val_loader, self.device, self.num_classes, self.amp_dtype,
+                     dist.is_main())
+        return 100 * s["miou"], {"val/mIoU": 100 * s["miou"], "val/pixel_acc": 100 * s["pixel_acc"]}
+
+    def picture(self, batch, outputs):
+        return sample_grid(batch, outputs)
+
+
+# ----------------------------------------------------------------------------- main
 def train(args) -> dict:
-    device = dist.init_distributed(args.device)
-    main_proc = dist.is_main()
-    amp_dtype = autocast_dtype(device, args.amp)
-    seed_everything(args.seed)
-    if main_proc:
-        prepare_output_dir(args.logdir, "--logdir")
+    device, amp_dtype = start_run(args)
     if args.batchsize < 2 and not (dist.is_dist() and device.type == "cuda"):
         # BatchNorm (the head's image-pooling branch sees one value per channel) cannot train
         # on one sample; SyncBatchNorm over several GPUs can.
         raise TrainingError("--batchsize 1 cannot train BatchNorm on one process: use >= 2")
-
     criterion = CDSPLoss(args.l_seg, args.l_pseudo, args.l_ds, args.l_dc, args.l_lorm, args.label_smooth)
-    train_fields = criterion.required_fields()
+    model = new_model(args)
+    fields = train_fields(criterion, model)
     if not args.no_check:
         require_dataset(args.dataset_path, splits=(args.train_path, args.val_path),
                         folders=folders(args), num_classes=args.numclasses, deep=False,
-                        fields_by_split={args.train_path: train_fields, args.val_path: ("image", "mask")})
-    train_loader, val_loader = build_loaders(args, train_fields, device)
-    model, optimizer = build(args, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    iters_per_epoch = len(train_loader)
-    total_iters = args.epochs * iters_per_epoch
-    warmup_iters = min(total_iters, max(1, round(args.warmup * iters_per_epoch)))
-    start_epoch, iteration, best_miou = 0, 0, -1.0
-
+                        fields_by_split={args.train_path: fields, args.val_path: ("image", "mask")})
+    train_loader, val_loader = build_loaders(args, fields, device)
+    model, optimizer = ready(model, args, device)
+    task = SegmentationTask(model, optimizer, device, amp_dtype, criterion, val_loader, args.numclasses)
     run_args = vars(args) | {"world_size": dist.world_size()}
-    path = resume_path(args.resume, args.logdir)
-    if path is not None:
-        ckpt = restore(path, model, optimizer, scaler, device,
-                       hint="resume with the same --model_type/--layers/--l_lorm as the run that wrote it",
-                       now=run_args, keys=RESUME_KEYS, override=args.resume_override)
-        start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
-        best_miou = float(ckpt.get("best_miou", -1.0))
-        if main_proc:
-            print(f"resumed from {path}: epoch {start_epoch}, iteration {iteration}, best mIoU {best_miou:.2f}")
-    elif args.resume == "auto" and main_proc:
-        print(f"--resume auto: no {LAST} in {args.logdir}, starting from scratch")
-
-    log = None
-    if main_proc:
-        save_config(run_args | {"device": str(device), "amp_dtype": str(amp_dtype),
-                                "train_fields": list(train_fields), "iters_per_epoch": iters_per_epoch},
-                    args.logdir)
-        log = MetricsLog(args.logdir)
-        log.truncate(start_epoch)  # a resumed run redoes the epochs after its checkpoint
-
-    def state(epoch_done: int) -> dict:
-        return {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch_done, "iteration": iteration,
-                "best_miou": best_miou, "args": run_args}
-
-    model.train()
-    result = {"best_miou": best_miou, "val_miou": float("nan")}
-    for epoch in range(start_epoch, args.epochs):
-        seed_epoch(args.seed, epoch)
-        train_loader.sampler.set_epoch(epoch)
-        sums: dict[str, float] = {}
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not main_proc,
-                   dynamic_ncols=True)
-        t0 = time.time()
-        for step, batch in enumerate(bar):
-            lr = lr_at(iteration, args.lr, warmup_iters, total_iters)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            out, total, terms = forward(model, batch, criterion, device, amp_dtype)
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            bad = [k for k, v in values.items() if k != "total" and not math.isfinite(v)]
-            if bad or not math.isfinite(values["total"]):
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
-                                    f"(iteration {iteration + 1}): term(s) {bad or ['total']} = "
-                                    f"{[values[k] for k in (bad or ['total'])]}; the last good "
-                                    f"checkpoint is left in place")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if main_proc:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"lr": f"{lr:.2e}"})
-                log.scalars({f"loss/{k}": v for k, v in values.items()} | {"lr": lr}, iteration)
-                if step == 0:
-                    grid = sample_grid(batch, out)
-                    log.image("train/image|scribble|pseudo|prediction", grid, iteration)
-                    save_rgb_png(grid, os.path.join(args.logdir, "train_samples.png"))
-        row = {"epoch": epoch + 1, "iteration": iteration, "lr": lr, "time_s": round(time.time() - t0, 2)}
-        row |= {f"loss_{k}": v / iters_per_epoch for k, v in sums.items()}
-
-        last_epoch = epoch + 1 == args.epochs
-        row["val_miou"] = float("nan")
-        if (epoch + 1) % args.val_interval == 0 or last_epoch:
-            s = validate(model, val_loader, device, args.numclasses, amp_dtype, main_proc)
-            row["val_miou"] = 100 * s["miou"]
-            result["val_miou"] = row["val_miou"]
-            if main_proc:
-                log.scalars({"val/mIoU": row["val_miou"], "val/pixel_acc": 100 * s["pixel_acc"]}, iteration)
-                print(f"epoch {epoch + 1}: val mIoU {row['val_miou']:.2f} "
-                      f"(best {max(best_miou, row['val_miou']):.2f})")
-            if row["val_miou"] > best_miou:
-                best_miou = row["val_miou"]
-                if main_proc:
-                    save_checkpoint(state(epoch + 1), os.path.join(args.logdir, BEST))
-        if main_proc:
-            if (epoch + 1) % args.chk_interval == 0 or last_epoch:
-                save_checkpoint(state(epoch + 1), os.path.join(args.logdir, LAST))
-            log.epoch_row(row)
-        dist.barrier()
-        if args.stop_after is not None and epoch + 1 - start_epoch >= args.stop_after and not last_epoch:
-            if main_proc:
-                print(f"stopping after epoch {epoch + 1} (--stop_after {args.stop_after}); "
-                      f"continue with --resume auto")
-            break
-    check_weights_in_sync(model)
-    result["best_miou"] = best_miou
-    if main_proc and log is not None:
-        log.close()
-        print(f"done: best val mIoU {best_miou:.2f}; checkpoints, metrics.csv, curves.png in {args.logdir}")
-    return result
+    result = fit(task, train_loader, args, run_args, {"train_fields": list(fields)})
+    return {"best_miou": result["best_miou"], "val_miou": result["val_miou"]}
 
 
 def main(argv=None) -> int:

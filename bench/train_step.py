@@ -24,7 +24,6 @@ def one(layers: int, lorm: bool, crop: int, batch: int, steps: int) -> dict:
 
     from losses import CDSPLoss
     from models import build_model
-    from models.lorm import foreground_mask
 
     torch.manual_seed(0)
     model = build_model("deeplabv2", layers, 21, lorm=lorm, pretrained=None).train()
@@ -38,7 +37,7 @@ def one(layers: int, lorm: bool, crop: int, batch: int, steps: int) -> dict:
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        out = model(image, fg_mask=foreground_mask(pseudo, pseudo.shape[-2:])) if lorm else model(image)
+        out = model(image, pseudo) if lorm else model(image)
         total, _ = criterion(out, batch_d)
         opt.zero_grad()
         total.backward()

@@ -63,15 +63,12 @@ class CDSPLoss(nn.Module):
         return self.lorm.weight != 0
 
     def required_fields(self) -> tuple[str, ...]:
-        """Dataset fields the non-zero terms need, the image always first.
-
-        "pseudo" is needed by L_pseudo and also by LoRM, whose foreground mask the model
-        builds from it (the model, not this loss, reads it for LoRM).
-        """
+        """Dataset fields the non-zero terms read, the image always first (the model's own
+        training inputs, e.g. the pseudo-label LoRM needs, are DeepLab.training_inputs)."""
         need = {"image"}
         if self.pce.weight:
             need.add("scribble")
-        if self.pseudo.weight or self.lorm.weight:
+        if self.pseudo.weight:
             need.add("pseudo")
         if self.del_s.weight:
             need.add("dist_s")

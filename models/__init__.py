@@ -1,9 +1,14 @@
 """Segmentation networks of CDSP (SPEC §3-§4): dilated ResNet + DeepLab head (+ LoRM), a factory.
 
     model = build_model("deeplabv2", 50, num_classes=21, lorm=True, pretrained="imagenet")
-    out = model(image, fg_mask)   # {"out": logits at stride model.output_stride,
+    out = model(image, pseudo)    # {"out": logits at stride model.output_stride,
                                   #  "feat": layer4, "feat_rect": LoRM(layer4)}  (training)
     out = model(image)            # {"out": logits}                              (inference)
+    model.drop_lorm()             # after loading a checkpoint, for inference only
+
+The model owns LoRM (SPEC §4) end to end: `training_inputs` names the batch fields its
+forward takes in training (the pseudo-label, with LoRM), it builds the foreground mask from
+them, and `drop_lorm` removes the module when only predictions are wanted.
 
 State dict keys are the authors' (their released R50 DeepLabV2 checkpoint loads with strict=True):
 conv1.*, bn1.*, layer1..layer4.* (backbone), layer_pred0.* (head), layer_camatt.* (LoRM).
@@ -43,21 +48,33 @@ class DeepLab(DilatedResNet):
         self.num_classes = num_classes
         self.output_stride = self.layer_pred0.output_stride
 
-    def forward(self, image: torch.Tensor, fg_mask: torch.Tensor | None = None
+    @property
+    def training_inputs(self) -> tuple[str, ...]:
+        """Batch fields forward() takes besides the image in training: the pseudo-label for LoRM."""
+        return ("pseudo",) if self.layer_camatt is not None else ()
+
+    def drop_lorm(self) -> None:
+        """Remove LoRM (call after loading a checkpoint that has it): it only adds a training
+        loss (SPEC §4), so predictions are the same without it, and cheaper."""
+        self.layer_camatt = None
+
+    def forward(self, image: torch.Tensor, pseudo: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
         """image (B, 3, H, W) -> {"out": logits (B, C, ~H/s, ~W/s)}, s = output_stride (not
         upsampled: the loss and the evaluation upsample).
 
-        With LoRM and a foreground mask (training) also "feat" (layer4) and "feat_rect" (LoRM's x').
-        fg_mask: bool (B, h, w) at layer4 size, or at any size (e.g. the crop's), then resized
-        by SPEC §4's rule (models.lorm.resize_mask), which equals foreground_mask(pseudo, (h, w)).
+        With LoRM and `pseudo` (training) also "feat" (layer4) and "feat_rect" (LoRM's x').
+        pseudo: the pseudo-label (B, H, W) at any size (e.g. the crop's), from which SPEC §4's
+        foreground mask at layer4 size is made (models.lorm.foreground_mask); or that mask
+        itself as bool (B, h, w) at any size, resized by the same rule (models.lorm.resize_mask).
         """
         low, feat = self.features(image)
         out = {"out": self.layer_pred0(feat, low)}
-        if self.layer_camatt is not None and fg_mask is not None:
-            fg_mask = resize_mask(fg_mask, feat.shape[-2:])
+        if self.layer_camatt is not None and pseudo is not None:
+            size = feat.shape[-2:]
+            fg = resize_mask(pseudo, size) if pseudo.dtype == torch.bool else foreground_mask(pseudo, size)
             out["feat"] = feat
-            out["feat_rect"] = self.layer_camatt(feat, fg_mask)
+            out["feat_rect"] = self.layer_camatt(feat, fg)
         return out
 
 

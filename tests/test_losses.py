@@ -204,9 +204,9 @@ def test_zero_weight_terms_are_not_computed_nor_read():
     assert set(terms) == {"pce", "total"}
     assert loss.required_fields() == ("image", "scribble")
 
-    # LoRM alone still needs the pseudo-label (for the model's foreground mask), and no logits
+    # LoRM alone reads no label (the model takes the pseudo-label: DeepLab.training_inputs), no logits
     loss = CDSPLoss(l_seg=0, l_pseudo=0, l_ds=0, l_dc=0)
-    assert loss.required_fields() == ("image", "pseudo")
+    assert loss.required_fields() == ("image",)
     _, terms = loss({"feat": outputs["feat"], "feat_rect": outputs["feat_rect"]}, {})
     assert set(terms) == {"lorm", "total"}
 

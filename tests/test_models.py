@@ -499,8 +499,28 @@ def test_fg_mask_at_image_size_equals_mask_at_feature_size():
 def test_no_lorm_when_disabled():
     model = build_model("deeplabv3p", 18, lorm=False)
     assert not any(k.startswith("layer_camatt") for k in model.state_dict())
+    assert model.training_inputs == ()
     out = model(torch.randn(2, 3, 33, 33), torch.ones(2, 5, 5, dtype=torch.bool))
     assert set(out) == {"out"}
+
+
+def test_model_owns_lorm_from_pseudo_label_to_inference():
+    torch.manual_seed(0)
+    model = build_model("deeplabv2", 18, lorm=True).eval()
+    assert model.training_inputs == ("pseudo",)
+    image = torch.randn(2, 3, 65, 65)
+    pseudo = torch.randint(0, 21, (2, 65, 65))
+    pseudo[:, :20] = 255
+    with torch.no_grad():
+        from_label = model(image, pseudo)
+        from_mask = model(image, foreground_mask(pseudo, (9, 9)))
+        plain = model(image)["out"]
+        model.drop_lorm()
+        dropped = model(image, pseudo)
+    assert torch.equal(from_label["feat_rect"], from_mask["feat_rect"])
+    assert torch.equal(from_label["out"], plain) and torch.equal(dropped["out"], plain)
+    assert set(dropped) == {"out"} and model.training_inputs == ()
+    assert not any(k.startswith("layer_camatt") for k in model.state_dict())
 
 
 def test_bad_arguments_name_the_choices():

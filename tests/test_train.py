@@ -17,6 +17,7 @@ import torch
 import train
 from conftest import corrupt_file, torchrun
 from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.training import lr_at
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,13 +58,13 @@ def test_pseudo_path_required_only_when_used(capsys):
 
 def test_lr_schedule_warmup_then_cosine_to_zero():
     base, warm, total = 0.1, 10, 110
-    lrs = [train.lr_at(i, base, warm, total) for i in range(total)]
+    lrs = [lr_at(i, base, warm, total) for i in range(total)]
     assert lrs[0] == pytest.approx(base / warm)
     assert lrs[warm - 1] == pytest.approx(base)              # end of warm-up: the peak
     assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm]))
     assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))  # cosine never rises
     assert lrs[warm + 50] == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert train.lr_at(total, base, warm, total) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(total, base, warm, total) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_broken_dataset_is_a_clear_error(synthetic_root, tmp_path, capsys):
@@ -109,16 +110,18 @@ def test_training_steps_lower_the_loss(synthetic_root):
     torch.manual_seed(0)
     args = train.parse_args(["--dataset_path", str(synthetic_root), *TINY, "--lr", "0.05"])
     criterion = train.CDSPLoss()
-    loader, _ = train.build_loaders(args, criterion.required_fields(), torch.device("cpu"))
     model, optimizer = train.build(args, torch.device("cpu"))
+    assert train.train_fields(criterion, model) == ("image", "scribble", "pseudo", "dist_s", "dist_c")
+    loader, _ = train.build_loaders(args, train.train_fields(criterion, model), torch.device("cpu"))
+    task = train.SegmentationTask(model, optimizer, torch.device("cpu"), None, criterion)
     batch = next(iter(loader))
     losses = []
     for _ in range(8):      # the same batch: the loss must go down
-        _, total, _ = train.forward(model, batch, criterion, torch.device("cpu"), None)
+        total, _, _ = task.loss(batch)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
-        losses.append(float(total))
+        losses.append(float(total.detach()))
     assert losses[-1] < 0.8 * losses[0], losses
 
 

@@ -1,5 +1,5 @@
-"""Pieces every training loop here shares (train.py and the CAM classifier of
-make_pseudo_labels.py): the lr schedule, seeding, batching, DDP unwrapping, resuming."""
+"""The pieces of the training loop (utils/engine.py, which train.py and the CAM classifier of
+make_pseudo_labels.py share): the lr schedule, seeding, batching, DDP wrapping, resuming."""
 from __future__ import annotations
 
 import math
