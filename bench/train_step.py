@@ -3,7 +3,8 @@
     python bench/train_step.py [--crop 129] [--batch 2] [--steps 3] [--layers 50]
 
 Each variant runs in a fresh subprocess (peak RSS is per process), on random data with the
-full CDSP loss (half the pseudo-label foreground), after one warm-up step. Prints both and the
+full CDSP loss (half the pseudo-label foreground), after one warm-up step; a step is
+utils.engine.train_step (forward, loss, the per-step sync and check, backward, SGD), as in training. Prints both and the
 ratio, so later changes can be compared on this machine.
 """
 from __future__ import annotations
@@ -24,24 +25,23 @@ def one(layers: int, lorm: bool, crop: int, batch: int, steps: int) -> dict:
 
     from losses import CDSPLoss
     from models import build_model
+    from train import SegmentationTask
+    from utils.engine import train_step
 
     torch.manual_seed(0)
     model = build_model("deeplabv2", layers, 21, lorm=lorm, pretrained=None).train()
-    criterion = CDSPLoss(l_lorm=1.0 if lorm else 0.0)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    image = torch.randn(batch, 3, crop, crop)
+    task = SegmentationTask(model, opt, torch.device("cpu"), None, CDSPLoss(l_lorm=1.0 if lorm else 0.0))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
     pseudo = torch.randint(0, 21, (batch, crop, crop))
     pseudo[:, :, : crop // 2] = 0                       # half background
-    batch_d = {"scribble": torch.randint(0, 21, (batch, crop, crop)), "pseudo": pseudo,
-               "dist_s": torch.rand(batch, crop, crop) * 255, "dist_c": torch.rand(batch, crop, crop) * 255}
+    batch_d = {"image": torch.randn(batch, 3, crop, crop), "scribble": torch.randint(0, 21, (batch, crop, crop)),
+               "pseudo": pseudo, "dist_s": torch.rand(batch, crop, crop) * 255,
+               "dist_c": torch.rand(batch, crop, crop) * 255}
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        out = model(image, pseudo) if lorm else model(image)
-        total, _ = criterion(out, batch_d)
-        opt.zero_grad()
-        total.backward()
-        opt.step()
+        train_step(task, scaler, batch_d)                  # what utils.engine.fit runs per batch
         if i:                                              # the first step is warm-up
             times.append(time.perf_counter() - t)
     return {"s_per_step": sorted(times)[len(times) // 2],

@@ -111,6 +111,27 @@ class Task:
         return None
 
 
+def train_step(task: Task, scaler: torch.amp.GradScaler, batch: dict, where=lambda: "") -> tuple[dict, dict]:
+    """One optimiser step on `batch`: ({term: value}, the model's outputs). A non-finite loss
+    is a TrainingError naming `where()` and the term, raised before the weights change."""
+    total, terms, outputs = task.loss(batch)
+    # One device->host copy per step for all terms and the total (a float() each would wait for
+    # the device once per term).
+    *logged, total_value = torch.stack([v.detach().float() for v in [*terms.values(), total]]).tolist()
+    values = dict(zip(terms, logged))
+    bad = [k for k, v in values.items() if k != "total" and not math.isfinite(v)]
+    if bad or not math.isfinite(total_value):
+        shown = {"total": total_value} | values
+        bad = bad or ["total"]
+        raise TrainingError(f"non-finite loss at {where()}: term(s) {bad} = {[shown[k] for k in bad]}; "
+                            f"the last good checkpoint is left in place")
+    task.optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(task.optimizer)
+    scaler.update()
+    return values, outputs
+
+
 def fit(task: Task, loader, args, run_args: dict, config_extra: dict | None = None) -> dict:
     """Train `task` over `loader` for args.epochs (see the module docstring); returns
     {val_key: the last validation value, best_key: the best} (NaN / -1 without validation)."""
@@ -159,22 +180,8 @@ def fit(task: Task, loader, args, run_args: dict, config_extra: dict | None = No
             lr = lr_at(iteration, args.lr, warmup_iters, total_iters)
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
-            total, terms, outputs = task.loss(batch)
-            # One device->host copy per step for all terms and the total (a float() each would
-            # wait for the device once per term).
-            *logged, total_value = torch.stack([v.detach().float() for v in [*terms.values(), total]]).tolist()
-            values = dict(zip(terms, logged))
-            bad = [k for k, v in values.items() if k != "total" and not math.isfinite(v)]
-            if bad or not math.isfinite(total_value):
-                shown = {"total": total_value} | values
-                bad = bad or ["total"]
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
-                                    f"(iteration {iteration + 1}): term(s) {bad} = "
-                                    f"{[shown[k] for k in bad]}; the last good checkpoint is left in place")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            where = lambda: f"epoch {epoch + 1}, step {step + 1} (iteration {iteration + 1})"  # noqa: E731
+            values, outputs = train_step(task, scaler, batch, where)
             iteration += 1
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
