@@ -191,7 +191,8 @@ def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: 
 
 # ----------------------------------------------------------------------------- outputs
 def overlay_picture(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """image | ground truth over the image | prediction over the image, HxW3x3 uint8 side by side.
+    """image | ground truth over the image | prediction over the image side by side, 4 px white
+    gaps between: an (H, 3W + 8, 3) uint8 picture.
 
     Ignored ground-truth pixels (255) keep VOC's cream colour, fully opaque.
     """

@@ -41,10 +41,10 @@ class MetricsLog:
         """Forget rows after `epoch` (a resumed run redoes them)."""
         self.rows = [r for r in self.rows if r["epoch"] <= epoch]
 
-    def scalars(self, values: dict, step: int, prefix: str = "") -> None:
+    def scalars(self, values: dict, step: int) -> None:
         if self.tb is not None:
             for k, v in values.items():
-                self.tb.add_scalar(f"{prefix}{k}", float(v), step)
+                self.tb.add_scalar(k, float(v), step)
 
     def image(self, tag: str, hwc_uint8: np.ndarray, step: int) -> None:
         if self.tb is not None:
