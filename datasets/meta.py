@@ -1,0 +1,172 @@
+"""What a dataset's labels mean, as data: class names, palette, background, ignore value, image
+suffix, where the id lists are. Read from an optional `<root>/dataset.yaml`:
+
+    classes: [background, left_ventricle, myocardium, right_ventricle]   # index = label value
+    palette: [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]        # optional
+    background: 0          # the class SPEC's foreground/background rules use (null: none)
+    ignore_index: 255
+    image_suffix: .png
+    splits_dir: ImageSets/SegmentationAug
+
+Every key but `classes` is optional; without the file the VOC / ScribbleSup values apply
+(`VOC_META`). Checkpoints store `to_dict()` under "dataset_meta", so inference needs no dataset.
+A set without a background class (`background: null`) trains with partial CE, pseudo CE and
+D_s, but LoRM, D_c and the CAM stage are defined by background vs foreground: they refuse it
+with a message naming the options (`require_background`).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from utils.palette import voc_palette
+
+META_FILE = "dataset.yaml"
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+    "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+_KEYS = ("classes", "palette", "background", "ignore_index", "image_suffix", "splits_dir")
+
+
+class MetaError(ValueError):
+    """A dataset.yaml (or a checkpoint's dataset_meta) that cannot be used; names the file."""
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    background: int | None = 0
+    ignore_index: int = 255
+    image_suffix: str = ".jpg"
+    splits_dir: str = os.path.join("ImageSets", "SegmentationAug")
+    source: str = "VOC defaults"  # where it was read from, for messages
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def palette_array(self) -> np.ndarray:
+        """(256, 3) uint8 for mode-P PNGs: the classes' colours, VOC's for every other value
+        (so 255 stays VOC's cream)."""
+        pal = voc_palette()
+        pal[: len(self.palette)] = np.asarray(self.palette, np.uint8).reshape(-1, 3)
+        return pal
+
+    def colorize(self, label: np.ndarray) -> np.ndarray:
+        """(H, W) class indices -> (H, W, 3) uint8 RGB in this dataset's colours."""
+        return self.palette_array()[np.asarray(label, dtype=np.uint8)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("source")
+        d["classes"], d["palette"] = list(self.classes), [list(c) for c in self.palette]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> "DatasetMeta":
+        """Validated; MetaError naming `source` and the key otherwise."""
+        if not isinstance(d, dict):
+            raise MetaError(f"{source}: expected a mapping of {', '.join(_KEYS)}, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_KEYS))
+        if unknown:
+            raise MetaError(f"{source}: unknown key(s) {unknown}; known: {', '.join(_KEYS)}")
+        classes = d.get("classes")
+        if not isinstance(classes, (list, tuple)) or not classes \
+                or not all(isinstance(c, str) and c.strip() for c in classes):
+            raise MetaError(f"{source}: 'classes' must be a non-empty list of names (index = label value)")
+        if len(set(classes)) != len(classes):
+            raise MetaError(f"{source}: 'classes' has repeated names")
+        ignore = d.get("ignore_index", 255)
+        if not isinstance(ignore, int) or not 0 <= ignore <= 255:
+            raise MetaError(f"{source}: 'ignore_index' must be an integer 0..255, got {ignore!r}")
+        if len(classes) > min(ignore, 255):  # labels are uint8 PNGs, 0..C-1 below the ignore value
+            raise MetaError(f"{source}: {len(classes)} classes do not fit below ignore_index {ignore}")
+        background = d.get("background", 0)
+        if background is not None and (not isinstance(background, int) or not 0 <= background < len(classes)):
+            raise MetaError(f"{source}: 'background' must be a class index 0..{len(classes) - 1} or null, "
+                            f"got {background!r}")
+        if background not in (None, 0):
+            raise MetaError(f"{source}: 'background' must be 0 (or null): SPEC's foreground is label > 0; "
+                            f"reorder 'classes' so the background comes first")
+        palette = d.get("palette")
+        if palette is None:
+            palette = [tuple(int(v) for v in c) for c in voc_palette(len(classes))]
+        elif not isinstance(palette, (list, tuple)) or len(palette) != len(classes) or not all(
+                isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+                for c in palette):
+            raise MetaError(f"{source}: 'palette' must list one [r, g, b] (0..255) per class "
+                            f"({len(classes)} classes)")
+        suffix = d.get("image_suffix", ".jpg")
+        if not isinstance(suffix, str) or not suffix.startswith(".") or len(suffix) < 2:
+            raise MetaError(f"{source}: 'image_suffix' must look like '.png', got {suffix!r}")
+        splits = d.get("splits_dir", os.path.join("ImageSets", "SegmentationAug"))
+        if not isinstance(splits, str) or not splits or os.path.isabs(splits):
+            raise MetaError(f"{source}: 'splits_dir' must be a folder relative to the root, got {splits!r}")
+        return cls(tuple(classes), tuple(tuple(int(v) for v in c) for c in palette), background, ignore,
+                   suffix, splits, source)
+
+    def require_background(self, what: str) -> None:
+        """MetaError unless the set has a background class (LoRM, D_c and the CAM stage need one)."""
+        if self.background is None:
+            raise MetaError(f"{self.source}: {what} needs a background class (background: 0); this set "
+                            f"has none. Options: add a background class at index 0, or train without "
+                            f"it (--l_lorm 0 --l_dc 0, pseudo-labels from elsewhere)")
+
+
+VOC_META = DatasetMeta(VOC_CLASSES, tuple(tuple(int(v) for v in c) for c in voc_palette(len(VOC_CLASSES))))
+
+
+def meta_path(root: str) -> str:
+    return os.path.join(root, META_FILE)
+
+
+def load_meta(root: str | None) -> DatasetMeta:
+    """The description of the dataset at `root`: its dataset.yaml, else VOC_META."""
+    if root is None:
+        return VOC_META
+    path = meta_path(root)
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return VOC_META
+    return _read(path, stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _read(path: str, stamp: int) -> DatasetMeta:  # stamp: a rewritten file is read again
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise MetaError(f"{path}: cannot read the dataset description ({first})") from None
+    return DatasetMeta.from_dict(data, path)
+
+
+def meta_of_checkpoint(ckpt: dict) -> DatasetMeta | None:
+    """The description a checkpoint was trained with (None: an older or foreign checkpoint)."""
+    d = ckpt.get("dataset_meta")
+    return DatasetMeta.from_dict(d, "checkpoint dataset_meta") if d is not None else None
+
+
+def resolve_num_classes(meta: DatasetMeta, numclasses: int | None, flag: str = "--numclasses") -> DatasetMeta:
+    """The description a run uses: --numclasses defaults to its class count, and a different
+    value is an error. Without a dataset.yaml (VOC defaults) --numclasses N is taken as it
+    always was: the first N VOC names (names class<i> beyond 21), VOC colours."""
+    if numclasses is None or numclasses == meta.num_classes:
+        return meta
+    if numclasses < 1:
+        raise MetaError(f"{flag} must be >= 1, got {numclasses}")
+    if meta.source == VOC_META.source:
+        names = [*VOC_CLASSES, *(f"class{i}" for i in range(len(VOC_CLASSES), numclasses))][:numclasses]
+        return DatasetMeta.from_dict({"classes": names}, f"VOC defaults with {flag} {numclasses}")
+    raise MetaError(f"{flag} {numclasses} conflicts with {meta.source}, which lists "
+                    f"{meta.num_classes} classes ({', '.join(meta.classes[:6])}"
+                    f"{', ...' if meta.num_classes > 6 else ''}); drop {flag} or fix the description")

@@ -1,0 +1,272 @@
+"""Predict on your own images with a CDSP checkpoint: any image Pillow reads, any size, no masks.
+
+    python predict.py --checkpoint_path log/train_r50_deeplabv2/best_checkpoint.pth \\
+                      --images photos/ extra.jpg --out predictions --overlay
+
+The same multi-scale sliding-window inference as eval.py (its `predict`, imported; the same
+flags and defaults: --scales --base_size --crop_size --stride_rate --flip --crop_batch --device
+--amp, and the architecture flags). Inputs are files and/or folders (a folder: its .jpg .jpeg
+.png .bmp .tif .tiff files, sorted, not recursive, dot-files skipped). Grey (8- or 16-bit),
+RGBA, palette and CMYK images are converted to RGB and the EXIF orientation is applied, so
+every output has the size of the image as displayed.
+
+Writes <out>/<stem>.png, the argmax as a palette PNG in the checkpoint's colours (its
+dataset_meta; VOC's for a checkpoint without one), and with --overlay
+<out>/overlay/<stem>.png: image | prediction over the image, above a legend of the classes
+present. An image that cannot be read is named and skipped; the exit is 1 at the end if any
+was. Two inputs with the same stem, or an output that would replace an input, are refused
+before any work.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+from tqdm import tqdm
+
+import eval as evaluation
+from datasets.meta import VOC_META, DatasetMeta, MetaError, meta_of_checkpoint
+from utils import dist
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.cli import run_main
+from utils.io import atomic_path, prepare_output_dir, save_rgb_png
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+# eval.py's flags that predict.py shares, with eval.py's names, defaults, types and help.
+INFERENCE_FLAGS = ("model_type", "layers", "numclasses", "scales", "base_size", "crop_size",
+                   "stride_rate", "flip", "crop_batch", "device", "amp", "trust_checkpoint")
+
+
+class UnreadableImages(Exception):
+    """Some inputs could not be read (each already named); the others were predicted."""
+
+
+# ----------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    # eval.py has no function that adds only its inference flags, so its parser's own actions
+    # are registered here (argparse's _add_action): one definition, the scripts cannot drift
+    # apart. Re-declaring them from their attributes would turn --amp/--no-amp into --no-no-amp.
+    shared = {a.dest: a for a in evaluation.build_parser()._actions}
+    p._add_action(shared["checkpoint_path"])
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR|FILE",
+                   help=f"image files and/or folders (a folder's {' '.join(IMAGE_EXTENSIONS)} files)")
+    p.add_argument("--out", required=True, help="predictions go to OUT/<stem>.png")
+    for dest in INFERENCE_FLAGS:
+        p._add_action(shared[dest])
+    p.add_argument("--overlay", action="store_true",
+                   help="also write OUT/overlay/<stem>.png: image | prediction over it, with a legend")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
+    args = p.parse_args(argv)
+    # The same checks as eval.parse_args (which does not expose them separately).
+    for name in ("crop_size", "base_size", "crop_batch"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
+        p.error(f"--scales must be positive, got {args.scales}")
+    empty = [s for s in args.scales if int(args.base_size * s + 0.5) < 1]
+    if empty:
+        p.error(f"--scales {' '.join(map(str, empty))} with --base_size {args.base_size} resize the "
+                f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
+    args.out = os.path.normpath(args.out)
+    return args
+
+
+# ----------------------------------------------------------------------------- inputs
+def collect_images(inputs) -> dict[str, str]:
+    """{stem: path} in order, from files and folders; ValueError for a missing input, a folder
+    without images, or two files with the same stem (their outputs would collide)."""
+    paths, seen = [], set()
+    for given in inputs:
+        if os.path.isdir(given):
+            try:
+                names = sorted(os.listdir(given))
+            except OSError as e:
+                raise ValueError(f"--images {given}: cannot list the folder ({e.strerror or e})") from None
+            found = [os.path.join(given, n) for n in names
+                     if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+                     and os.path.isfile(os.path.join(given, n))]
+            if not found:
+                raise ValueError(f"--images {given}: no {' '.join(IMAGE_EXTENSIONS)} files in this folder")
+        elif os.path.isfile(given):
+            found = [given]
+        else:
+            raise ValueError(f"--images {given}: no such file or folder")
+        for path in found:  # the same file given twice (a folder and its file) counts once
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
+                paths.append(path)
+    by_stem: dict[str, str] = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in by_stem:
+            raise ValueError(f"--images: {by_stem[stem]} and {path} would both be written as {stem}.png; "
+                             f"rename one or predict them in separate runs")
+        by_stem[stem] = path
+    return by_stem
+
+
+def output_paths(out: str, images: dict[str, str], overlay: bool) -> dict[str, tuple[str, str | None]]:
+    """{stem: (prediction path, overlay path or None)}; ValueError if one is an input file."""
+    inputs = {os.path.realpath(p): p for p in images.values()}
+    outputs = {}
+    for stem in images:
+        pred = os.path.join(out, f"{stem}.png")
+        over = os.path.join(out, "overlay", f"{stem}.png") if overlay else None
+        for path in filter(None, (pred, over)):
+            if os.path.realpath(path) in inputs:
+                raise ValueError(f"--out {out}: {path} would replace the input image "
+                                 f"{inputs[os.path.realpath(path)]} (choose another --out)")
+        outputs[stem] = (pred, over)
+    return outputs
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB as displayed (EXIF orientation applied); OSError naming the file."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # convert() would clip at 255
+                a = np.asarray(img, np.float64)
+                a = a / 257 if a.max() > 255 else a  # 16-bit samples: 65535 -> 255
+                img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+            return np.asarray(img.convert("RGB"))
+    except Exception as e:  # Pillow raises many kinds for broken files
+        reason = str(e).replace(f" {path!r}", "").replace(path, "the file")  # the path once per line
+        raise OSError(f"{path}: cannot read ({e.__class__.__name__}: {reason})") from None
+
+
+# ----------------------------------------------------------------------------- model, palette
+def class_meta(checkpoint_path: str, info: dict, trust: bool) -> DatasetMeta:
+    """The classes and colours of a checkpoint's predictions: its dataset_meta, else the VOC
+    palette (VOC's names for 21 classes, class numbers otherwise)."""
+    n = int(info["arch"]["numclasses"])
+    if "dataset_meta" in info:
+        raw = info["dataset_meta"]
+    else:  # eval.load_model_from_checkpoint does not return it: read the file once more
+        with warnings.catch_warnings():  # --trust_checkpoint's warning was given once already
+            warnings.simplefilter("ignore")
+            raw = load_checkpoint(checkpoint_path, trust=trust).get("dataset_meta")
+    meta = meta_of_checkpoint({"dataset_meta": raw})
+    if meta is None:
+        if n == VOC_META.num_classes:
+            return VOC_META
+        # from_dict gives VOC's colours; more classes than a palette PNG holds fail here
+        return DatasetMeta.from_dict({"classes": [str(i) for i in range(n)]},
+                                     f"{checkpoint_path} (no dataset_meta: VOC palette)")
+    if meta.num_classes != n:
+        fix = "drop --numclasses" if info["source"]["numclasses"] == "flag" else "the checkpoint is inconsistent"
+        raise MetaError(f"{checkpoint_path}: the model predicts {n} classes but the checkpoint's "
+                        f"dataset_meta names {meta.num_classes} ({', '.join(meta.classes[:6])}"
+                        f"{', ...' if meta.num_classes > 6 else ''}); {fix}")
+    return meta
+
+
+# ----------------------------------------------------------------------------- outputs
+def save_palette_png(label: np.ndarray, path: str, palette: np.ndarray) -> None:
+    """(H, W) uint8 class indices as a mode-P PNG with `palette` ((256, 3) uint8), atomically."""
+    h, w = label.shape
+    img = Image.frombytes("P", (w, h), np.ascontiguousarray(label, np.uint8).tobytes())
+    img.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def legend(meta: DatasetMeta, classes, width: int, row: int = 14) -> np.ndarray:
+    """A white strip `width` wide: a swatch and the name of each class, wrapped into rows."""
+    font = ImageFont.load_default()
+    spots, x, y = [], 4, 2
+    for c in classes:
+        step = 14 + math.ceil(font.getlength(meta.classes[c])) + 10
+        if x > 4 and x + step > width:
+            x, y = 4, y + row
+        spots.append((x, y, c))
+        x += step
+    strip = Image.new("RGB", (width, y + row + 2), "white")
+    draw = ImageDraw.Draw(strip)
+    for x, y, c in spots:
+        draw.rectangle([x, y + 2, x + 9, y + 11], fill=tuple(meta.palette[c]), outline=(0, 0, 0))
+        draw.text((x + 14, y), meta.classes[c], fill=(0, 0, 0), font=font)
+    return np.asarray(strip)
+
+
+def overlay_picture(image: np.ndarray, label: np.ndarray, meta: DatasetMeta, alpha: float = 0.6) -> np.ndarray:
+    """image | prediction over the image (4 px white gap), above the legend of the classes present."""
+    colour = meta.colorize(label).astype(np.float32)
+    blend = np.clip(np.rint((1 - alpha) * image.astype(np.float32) + alpha * colour), 0, 255).astype(np.uint8)
+    top = np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), blend], axis=1)
+    return np.concatenate([top, legend(meta, [int(c) for c in np.unique(label)], top.shape[1])], axis=0)
+
+
+# ----------------------------------------------------------------------------- prediction
+def run(args) -> int:
+    images = collect_images(args.images)
+    outputs = output_paths(args.out, images, args.overlay)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("predict.py runs in one process: start it with python, not torchrun")
+    try:
+        device = dist.init_distributed(args.device)  # eval.py's --device rules (no process group)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    amp = (device.type == "cuda") if args.amp is None else args.amp
+    model, info = evaluation.load_model_from_checkpoint(args.checkpoint_path, args.model_type, args.layers,
+                                                        args.numclasses, device, args.trust_checkpoint)
+    meta = class_meta(args.checkpoint_path, info, args.trust_checkpoint)
+    palette = meta.palette_array()
+    arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
+    print(f"model: {arch}; epoch {info['epoch']}")
+    print(f"classes ({meta.source}): {', '.join(meta.classes)}")
+    prepare_output_dir(args.out, "--out")
+    if args.overlay:
+        prepare_output_dir(os.path.join(args.out, "overlay"), "--out")
+
+    failed = []
+    bar = tqdm(images.items(), desc="predict", unit="image", dynamic_ncols=True)
+    try:
+        for stem, path in bar:
+            try:
+                image = read_rgb(path)
+            except OSError as e:
+                failed.append(str(e))
+                bar.set_postfix(unreadable=len(failed))
+                continue
+            probs = evaluation.predict(model, image, args.scales, args.base_size, args.crop_size,
+                                       args.stride_rate, args.flip, args.crop_batch, amp)
+            label = probs.argmax(0).to("cpu", torch.uint8).numpy()
+            pred_path, overlay_path = outputs[stem]
+            save_palette_png(label, pred_path, palette)
+            if overlay_path:
+                save_rgb_png(overlay_picture(image, label, meta), overlay_path)
+    finally:  # also when stopped early: the unreadable files met so far are named
+        bar.close()
+        for message in failed:
+            print(f"error: {message}", file=sys.stderr)
+    done = len(images) - len(failed)
+    if failed:
+        raise UnreadableImages(f"{len(failed)} of {len(images)} image(s) could not be read (named above); "
+                               f"{done} prediction(s) in {args.out}/")
+    print(f"{done} prediction(s) in {args.out}/")
+    return done
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: run(args),
+                    (UnreadableImages, CheckpointError, FileNotFoundError, ValueError),
+                    f"the predictions written so far are in {args.out}/")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
