@@ -1,0 +1,81 @@
+"""datasets/meta.py: the optional dataset.yaml, its checks, the VOC defaults without it."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from datasets.meta import (META_FILE, VOC_CLASSES, VOC_META, DatasetMeta, MetaError, load_meta,
+                           meta_of_checkpoint, resolve_num_classes)
+from utils.palette import voc_palette
+
+GRAY = """classes: [background, left_ventricle, myocardium, right_ventricle]   # index = label value
+palette: [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+background: 0
+ignore_index: 255
+image_suffix: .png
+splits_dir: ImageSets/SegmentationAug
+"""
+
+
+def test_no_file_means_voc(tmp_path):
+    meta = load_meta(str(tmp_path))
+    assert meta is VOC_META and meta.num_classes == 21 and meta.classes == VOC_CLASSES
+    assert meta.image_suffix == ".jpg" and meta.background == 0 and meta.ignore_index == 255
+    np.testing.assert_array_equal(meta.palette_array(), voc_palette())
+
+
+def test_the_issue_example_reads_and_round_trips(tmp_path):
+    (tmp_path / META_FILE).write_text(GRAY)
+    meta = load_meta(str(tmp_path))
+    assert meta.classes[2] == "myocardium" and meta.num_classes == 4 and meta.image_suffix == ".png"
+    pal = meta.palette_array()
+    assert pal.shape == (256, 3) and tuple(pal[3]) == (128, 128, 0)
+    assert tuple(pal[255]) == tuple(voc_palette()[255])  # ignore keeps VOC's cream
+    assert tuple(meta.colorize(np.array([[1, 3]]))[0, 1]) == (128, 128, 0)
+    back = meta_of_checkpoint({"dataset_meta": meta.to_dict()})
+    assert back.to_dict() == meta.to_dict() and meta_of_checkpoint({}) is None
+    # a rewritten file is read again (the cache is keyed by its mtime)
+    (tmp_path / META_FILE).write_text(GRAY.replace("right_ventricle", "rv"))
+    os.utime(tmp_path / META_FILE, ns=(1, 1))
+    assert load_meta(str(tmp_path)).classes[3] == "rv"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("classes: []\n", "non-empty list"),
+    ("classes: [a, a]\n", "repeated"),
+    ("classes: [a, b]\ncolours: []\n", "unknown key(s) ['colours']"),
+    ("classes: [a, b]\npalette: [[0, 0, 0]]\n", "one [r, g, b]"),
+    ("classes: [a, b]\npalette: [[0, 0, 0], [0, 0, 300]]\n", "one [r, g, b]"),
+    ("classes: [a, b]\nbackground: 1\n", "must be 0 (or null)"),
+    ("classes: [a, b]\nbackground: 5\n", "class index 0..1"),
+    ("classes: [a, b]\nignore_index: 1\n", "do not fit below ignore_index 1"),
+    ("classes: [a, b]\nimage_suffix: png\n", "'.png'"),
+    ("classes: [a, b\n", "cannot read"),
+    ("- a\n- b\n", "expected a mapping"),
+])
+def test_bad_descriptions_name_the_file_and_key(tmp_path, text, message):
+    (tmp_path / META_FILE).write_text(text)
+    with pytest.raises(MetaError) as e:
+        load_meta(str(tmp_path))
+    assert str(e.value).startswith(str(tmp_path / META_FILE)) and message in str(e.value)
+
+
+def test_numclasses_defaults_to_the_description_and_conflicts_are_errors(tmp_path):
+    (tmp_path / META_FILE).write_text(GRAY)
+    meta = load_meta(str(tmp_path))
+    assert resolve_num_classes(meta, None) is meta and resolve_num_classes(meta, 4) is meta
+    with pytest.raises(MetaError, match=r"--numclasses 6 conflicts with .*dataset.yaml, which lists 4"):
+        resolve_num_classes(meta, 6)
+    # without a description --numclasses N works as before: the first N VOC names
+    six = resolve_num_classes(VOC_META, 6)
+    assert six.classes == VOC_CLASSES[:6] and six.palette == VOC_META.palette[:6]
+    assert resolve_num_classes(VOC_META, 23).classes[-2:] == ("class21", "class22")
+
+
+def test_no_background_refuses_what_needs_one():
+    meta = DatasetMeta.from_dict({"classes": ["road", "car"], "background": None}, "x/dataset.yaml")
+    with pytest.raises(MetaError, match="LoRM needs a background class.*--l_lorm 0 --l_dc 0"):
+        meta.require_background("LoRM")
+    VOC_META.require_background("LoRM")  # has one: no error
