@@ -1,10 +1,12 @@
 """Dataset checker for the ScribbleSup layout (SPEC §1), run by train.py / eval.py at start-up.
 
     python -m datasets.check --root VOC2012 [--pseudo NAME] [--split train|val|all] [--quick]
+                             [--numclasses N]   (--num-classes N also accepted)
 
 For every id of a split list, every file the split needs exists and has the image's size
 (header read only). The deep check (default; --quick skips it) also decodes every file and
-checks label values (scribble, pseudo, mask) are in {0..C-1, 255}. Problems name the file;
+checks label values (scribble, pseudo, mask) are in {0..C-1, 255}: utils.labels' rule, through
+datasets.layout.check_label_values like everything that reads labels. Problems name the file;
 the CLI prints the first ones and counts per kind, and exits 1 if there are any.
 
 Fields per split, unless the caller says otherwise: train -> image, scribble, dist_s, dist_c
@@ -20,10 +22,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 from tqdm import tqdm
 
-from datasets.layout import (FIELDS, IGNORE_INDEX, LABEL_FIELDS, NUM_CLASSES, DatasetError, Layout,
+from datasets.layout import (FIELDS, LABEL_FIELDS, NUM_CLASSES, DatasetError, Layout, check_label_values,
                              read_ids, split_path)
 from utils.io import image_size, read_image, read_label
 
@@ -63,13 +64,10 @@ def _check_file(path: str, name: str, deep: bool, num_classes: int):
         return None, [Problem("unreadable", path, str(e))]
     problems = []
     if name in LABEL_FIELDS:
-        bad = (arr >= num_classes) & (arr != IGNORE_INDEX)
-        if bad.any():
-            values = np.unique(arr[bad]).tolist()
-            shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
-            problems.append(Problem("label_value", path,
-                                    f"{path}: {name} has value(s) {shown} outside 0..{num_classes - 1} "
-                                    f"and {IGNORE_INDEX} ({int(bad.sum())} pixels)"))
+        try:
+            check_label_values(arr, num_classes, path, what=name)
+        except DatasetError as e:
+            problems.append(Problem("label_value", path, str(e)))
     return arr.shape[:2], problems
 
 
@@ -181,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="all", choices=("train", "val", "all"))
     ap.add_argument("--quick", action="store_true",
                     help="existence and header sizes only (no decoding, no label values)")
-    ap.add_argument("--num-classes", type=int, default=NUM_CLASSES)
+    ap.add_argument("--numclasses", "--num-classes", dest="num_classes", type=int, default=NUM_CLASSES,
+                    help=f"label values must be 0..N-1 or 255 (default {NUM_CLASSES}; as train.py's "
+                         "--numclasses)")
     ap.add_argument("--max-shown", type=int, default=20, help="problems listed (all are counted)")
     args = ap.parse_args(argv)
     splits = ("train", "val") if args.split == "all" else (args.split,)

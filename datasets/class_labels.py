@@ -27,18 +27,20 @@ from tqdm import tqdm
 
 from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
 from utils.io import atomic_path, read_label
+from utils.labels import label_value_problem
 
 
 def image_classes(scribble: np.ndarray, num_classes: int = NUM_CLASSES) -> list[int]:
     """Sorted foreground classes (1..num_classes-1) present in a scribble label map.
 
-    Background (0) and IGNORE_INDEX are skipped; any other value out of range is a ValueError.
+    Background (0) and IGNORE_INDEX are skipped; a value outside 0..num_classes-1 that is not
+    IGNORE_INDEX (utils.labels' rule) is a ValueError naming the values.
     """
-    values = np.unique(np.asarray(scribble))
-    bad = [int(v) for v in values if v != IGNORE_INDEX and not 0 <= v < num_classes]
-    if bad:
-        raise ValueError(f"label values {bad} outside 0..{num_classes - 1} (ignore {IGNORE_INDEX})")
-    return [int(v) for v in values if 0 < v < num_classes]
+    scribble = np.asarray(scribble)
+    problem = label_value_problem(scribble, num_classes, IGNORE_INDEX)
+    if problem:
+        raise ValueError(problem)
+    return [int(v) for v in np.unique(scribble) if 0 < v < num_classes]
 
 
 def collect_class_labels(root: str, split: str = "train", folders: dict | None = None,

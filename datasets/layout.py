@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from utils.labels import IGNORE_INDEX, label_value_problem
+
 CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
     "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
@@ -25,7 +27,7 @@ SCRIBBLE_TAGS = (
     "sofa", "train", "monitor",
 )
 NUM_CLASSES = len(CLASSES)
-IGNORE_INDEX = 255
+# IGNORE_INDEX (255) and the label-value rule live in utils.labels (utils.metrics uses them too).
 
 IMAGE_DIR = "JPEGImages"
 SPLIT_DIR = os.path.join("ImageSets", "SegmentationAug")
@@ -40,13 +42,22 @@ DEFAULT_FOLDERS = {
     "dist_c": "distance_pseudo",
     "mask": "SegmentationClassAug",
 }
-FIELDS = tuple(DEFAULT_FOLDERS)            # every file-backed field
+FIELDS = tuple(DEFAULT_FOLDERS)            # every file-backed field, in canonical order
+TRAIN_FIELDS = tuple(f for f in FIELDS if f != "mask")  # what a training sample reads
 LABEL_FIELDS = ("scribble", "pseudo", "mask")   # class indices, padded with 255
 MAP_FIELDS = ("dist_s", "dist_c")               # distance maps, padded with 0
 
 
 class DatasetError(RuntimeError):
     """A problem with the data on disk; the message names the file and the problem."""
+
+
+def check_label_values(array, num_classes: int, path: str, what: str = "label") -> None:
+    """DatasetError naming `path`, the offending values and the allowed ones unless every value
+    of the label map is a class index 0..num_classes-1 or IGNORE_INDEX (utils.labels' rule)."""
+    problem = label_value_problem(array, num_classes, IGNORE_INDEX, what)
+    if problem:
+        raise DatasetError(f"{path}: {problem}")
 
 
 def read_ids(path: str) -> list[str]:

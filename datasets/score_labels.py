@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
+from datasets.layout import (CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout,
+                             check_label_values, read_ids, split_path)
 from utils.io import atomic_path, read_label
-from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct, scores
+from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct
 
 UNLABELLED_NOTE = "labels' 255 (unlabelled) pixels are scored as background"
 
@@ -39,20 +40,41 @@ def labels_folder(root: str, name: str) -> str:
     raise DatasetError(f"{os.path.join(root, name)}: label folder not found")
 
 
-def _check_values(arr: np.ndarray, path: str, num_classes: int) -> None:
-    bad = np.unique(arr[(arr >= num_classes) & (arr != IGNORE_INDEX)])
-    if bad.size:
-        raise DatasetError(f"{path}: label values {bad.tolist()} outside 0..{num_classes - 1}"
-                           f" (ignore {IGNORE_INDEX})")
-
-
 def _read(path: str, num_classes: int) -> np.ndarray:
     try:
         arr = read_label(path)
     except OSError as e:  # utils.io messages start with the path
         raise DatasetError(str(e)) from None
-    _check_values(arr, path, num_classes)
+    check_label_values(arr, num_classes, path)
     return arr
+
+
+class LabelScorer:
+    """The scores of this module, accumulated one (labels, mask) pair at a time: utils.metrics'
+    confusion matrix with ground-truth 255 ignored and the labels' 255 scored as background.
+    datasets.synthetic scores its pseudo-labels with it, so both print the same mIoU."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        self.meter = ConfusionMeter(num_classes, IGNORE_INDEX)
+        self.images = self.unlabelled = self.valid = 0
+
+    def add(self, labels: np.ndarray, mask: np.ndarray) -> None:
+        """One image: label map and full mask, uint8 (H, W) of the same shape, values checked."""
+        scored = mask != IGNORE_INDEX
+        hole = labels == IGNORE_INDEX
+        self.unlabelled += int(np.count_nonzero(hole & scored))
+        self.valid += int(np.count_nonzero(scored))
+        labels = np.where(hole, 0, labels).astype(np.uint8)  # unlabelled -> background (docstring)
+        self.meter.update(torch.from_numpy(labels), torch.tensor(mask))  # mask may be read-only
+        self.images += 1
+
+    def scores(self) -> dict:
+        """utils.metrics.scores(...) plus "images", "unlabelled_fraction", "confusion"."""
+        out = self.meter.scores()
+        out.update(images=self.images,
+                   unlabelled_fraction=self.unlabelled / self.valid if self.valid else float("nan"),
+                   confusion=self.meter.conf.tolist())
+        return out
 
 
 def score_labels(root: str, labels: str, split: str = "train", mask_folder: str | None = None,
@@ -66,8 +88,7 @@ def score_labels(root: str, labels: str, split: str = "train", mask_folder: str 
     folder = labels_folder(root, labels)
     layout = Layout(root, {"mask": mask_folder})
     ids = list(dict.fromkeys(read_ids(split_path(root, split))))
-    meter = ConfusionMeter(num_classes, IGNORE_INDEX)
-    unlabelled = valid = 0
+    scorer = LabelScorer(num_classes)
     for id_ in tqdm(ids, desc=f"scoring {os.path.basename(os.path.normpath(folder))}", unit="img",
                     disable=not progress):
         path = os.path.join(folder, id_ + ".png")
@@ -76,16 +97,8 @@ def score_labels(root: str, labels: str, split: str = "train", mask_folder: str 
         if lab.shape != gt.shape:
             raise DatasetError(f"{path}: size {lab.shape[1]}x{lab.shape[0]} (WxH) differs from its mask"
                                f" {mask_path} ({gt.shape[1]}x{gt.shape[0]})")
-        scored = gt != IGNORE_INDEX
-        hole = lab == IGNORE_INDEX
-        unlabelled += int(np.count_nonzero(hole & scored))
-        valid += int(np.count_nonzero(scored))
-        lab = np.where(hole, 0, lab).astype(np.uint8)  # unlabelled -> background (see docstring)
-        meter.update(torch.from_numpy(lab), torch.tensor(gt))  # read_label may give a read-only array
-    out = meter.scores()
-    out.update(images=len(ids), unlabelled_fraction=unlabelled / valid if valid else float("nan"),
-               confusion=meter.conf.tolist())
-    return out
+        scorer.add(lab, gt)
+    return scorer.scores()
 
 
 def report(s: dict, class_names=CLASSES) -> str:

@@ -15,11 +15,9 @@ from typing import Callable, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from datasets.layout import (FIELDS, IGNORE_INDEX, LABEL_FIELDS, NUM_CLASSES, DatasetError,
-                             Layout, read_ids, split_path)
+from datasets.layout import (FIELDS, LABEL_FIELDS, NUM_CLASSES, TRAIN_FIELDS, DatasetError, Layout,
+                             check_label_values, read_ids, split_path)
 from utils.io import read_image, read_label
-
-TRAIN_FIELDS = ("image", "scribble", "pseudo", "dist_s", "dist_c")
 
 
 class ScribbleDataset(Dataset):
@@ -76,11 +74,8 @@ def _read_field(name: str, path: str, num_classes: int) -> np.ndarray:
     except OSError as e:  # FileNotFoundError included; utils.io messages name the file
         raise DatasetError(str(e)) from None
     if name in LABEL_FIELDS:
-        # Values the network has no class for: cross-entropy would fail far from here (on CUDA
-        # with a device-side assert), so name the file now.
-        bad = (array >= num_classes) & (array != IGNORE_INDEX)
-        if bad.any():
-            raise DatasetError(f"{path}: label values {sorted(np.unique(array[bad]).tolist())} "
-                               f"outside 0..{num_classes - 1} (the run's {num_classes} classes) "
-                               f"and {IGNORE_INDEX}")
+        # A value >= the run's num_classes other than 255 has no class in the network: it
+        # would fail far from here, without a file name (cross-entropy: an IndexError on the
+        # CPU, a device-side assert on CUDA; the metric: a ValueError), so name the file now.
+        check_label_values(array, num_classes, path)
     return array

@@ -52,9 +52,10 @@ rim, one background stroke, strokes clipped to their own object); each step and 
   only on (seed, id): identical for any worker count or order, different for another seed.
 
 Bad input is an error naming the file: a missing --masks folder or one without PNGs (exit 1
-at once); an unreadable PNG or a label value outside 0..20 / 255 is collected, every good file
-is still written (atomically, utils.io.save_png), all problems are listed at the end and the
-CLI exits 1. Existing outputs are skipped unless --overwrite, so an interrupted run resumes.
+at once); an unreadable PNG or a label value outside 0..20 other than 255 (utils.labels' rule)
+is collected, every good file is still written (atomically, utils.io.save_png), all problems
+are listed at the end and the CLI exits 1. Existing outputs are skipped unless --overwrite, so
+an interrupted run resumes.
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ from tqdm import tqdm
 
 from datasets.layout import IGNORE_INDEX, NUM_CLASSES, DatasetError, read_ids
 from utils.io import OutputError, prepare_output_dir, read_label, save_png
+from utils.labels import label_value_problem
 from utils.parallel import parallel_map
 
 MIN_OBJECT = 5          # objects of <= this many pixels get no stroke
@@ -275,22 +277,26 @@ def _region_stroke(region: np.ndarray, rng: np.random.Generator, thickness: int)
 # One mask
 
 def _check_values(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel count per value 0..255; ValueError for a value outside 0..num_classes-1 / 255."""
+    """Pixel count per value 0..255; ValueError for a value outside 0..num_classes-1 that is
+    not 255 (void here; utils.labels' rule)."""
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f"expected a 2-D uint8 mask, got {mask.dtype} {mask.shape}")
-    counts = np.bincount(mask.reshape(-1), minlength=256)
-    valid = np.zeros(256, bool)
-    valid[:num_classes] = valid[IGNORE_INDEX] = True
-    bad = np.flatnonzero((counts > 0) & ~valid)
-    if bad.size:
-        raise ValueError(f"label values {bad.tolist()} outside 0..{num_classes - 1} "
-                         f"(void {IGNORE_INDEX})")
-    return counts
+    problem = label_value_problem(mask, num_classes, IGNORE_INDEX)
+    if problem:
+        raise ValueError(problem)
+    return np.bincount(mask.reshape(-1), minlength=256)
 
 
-def _simulate(mask: np.ndarray, rng: np.random.Generator, num_classes: int, thickness: int,
-              min_object: int) -> tuple[np.ndarray, int, int]:
-    """(scribble, strokes drawn, objects skipped as tiny)."""
+def simulate(mask: np.ndarray, rng: np.random.Generator, num_classes: int = NUM_CLASSES,
+             thickness: int = 2, min_object: int = MIN_OBJECT) -> tuple[np.ndarray, int, int]:
+    """(scribble, strokes drawn, objects skipped as tiny) of one full mask (0..num_classes-1,
+    255 void): the (H, W) uint8 scribble holds the class index on stroke pixels, 255 elsewhere.
+
+    One stroke per 8-connected object of more than `min_object` px and one on the background.
+    `thickness` is OpenCV's (2 draws 3 px). ValueError for a value outside 0..num_classes-1
+    other than 255.
+    """
+    mask = np.asarray(mask)
     counts = _check_values(mask, num_classes)
     h, w = mask.shape
     out = np.full((h, w), IGNORE_INDEX, np.uint8)
@@ -316,17 +322,6 @@ def _simulate(mask: np.ndarray, rng: np.random.Generator, num_classes: int, thic
             out[y0:y1, x0:x1][stroke] = c
             strokes += 1
     return out, strokes, tiny
-
-
-def simulate_scribble(mask: np.ndarray, rng: np.random.Generator, num_classes: int = NUM_CLASSES,
-                      thickness: int = 2, min_object: int = MIN_OBJECT) -> np.ndarray:
-    """(H, W) uint8 scribble drawn from a full mask (0..num_classes-1, 255 void).
-
-    One stroke per 8-connected object of more than `min_object` px and one on the background;
-    class index on stroke pixels, 255 elsewhere. `thickness` is OpenCV's (2 draws 3 px).
-    ValueError for a value outside 0..num_classes-1 / 255.
-    """
-    return _simulate(np.asarray(mask), rng, num_classes, thickness, min_object)[0]
 
 
 def image_rng(seed: int, id_: str) -> np.random.Generator:
@@ -374,8 +369,7 @@ def _simulate_one(job: tuple[str, str, str, int, int]) -> tuple[int, int, float,
     t0 = time.perf_counter()
     try:
         mask = read_label(mask_path)
-        scribble, strokes, tiny = _simulate(mask, image_rng(seed, id_), NUM_CLASSES, thickness,
-                                            MIN_OBJECT)
+        scribble, strokes, tiny = simulate(mask, image_rng(seed, id_), NUM_CLASSES, thickness)
         save_png(scribble, out_path)
     except ValueError as e:
         return 0, 0, 0.0, 0.0, f"{mask_path}: {e}"

@@ -168,6 +168,12 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["--root", str(root), "--split", "train"]) == 1
     err = capsys.readouterr().err
     assert "label_value 1" in err and "t1.png" in err
+    # --numclasses (train.py's spelling) and --num-classes are one option
+    for flag in ("--numclasses", "--num-classes"):
+        assert main(["--root", str(root), "--split", "train", flag, "100"]) == 0
+        assert main(["--root", str(root), "--split", "train", flag, "99"]) == 1
+        err = capsys.readouterr().err
+        assert "t1.png: scribble values [99] (192 pixels) outside 0..98 (99 classes) and 255" in err
 
 
 def test_module_entry_point(tmp_path):

@@ -138,8 +138,20 @@ def test_label_value_out_of_range_is_an_error(tmp_path):
     bad = np.zeros((H, W), np.uint8)
     bad[3, 4] = 40
     save_png(bad, str(tmp_path / "SegmentationClassAug" / "b.png"))
-    with pytest.raises(DatasetError, match=r"SegmentationClassAug.b\.png: label values \[40\]"):
+    with pytest.raises(DatasetError, match=r"SegmentationClassAug.b\.png: label values \[40\] "
+                                           r"\(1 pixel\) outside 0\.\.20 \(21 classes\) and 255"):
         ScribbleDataset(tmp_path, fields=("mask",))[1]
+
+
+def test_label_values_checked_against_the_runs_num_classes(tmp_path):
+    write_root(tmp_path, fields=("mask",))   # masks hold 0..3
+    assert ScribbleDataset(tmp_path, fields=("mask",), num_classes=4)[0]["mask"].max() == 3
+    with pytest.raises(DatasetError, match=r"a\.png: label values \[3\] .*outside 0\.\.2 \(3 classes\)"):
+        ScribbleDataset(tmp_path, fields=("mask",), num_classes=3)[0]
+    ok = np.full((H, W), 255, np.uint8)      # 255 is the ignore value at any class count
+    ok[0, 0] = 1
+    save_png(ok, str(tmp_path / "SegmentationClassAug" / "a.png"))
+    assert ScribbleDataset(tmp_path, fields=("mask",), num_classes=2)[0]["mask"][0, 0] == 1
 
 
 def test_missing_id_list_is_an_error(tmp_path):

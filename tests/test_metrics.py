@@ -65,10 +65,18 @@ def test_class_predicted_but_absent_from_ground_truth_scores_zero():
 
 
 def test_out_of_range_labels_are_errors():
-    with pytest.raises(ValueError, match="ground truth"):
+    with pytest.raises(ValueError, match=r"ground truth has label values \[7\] \(1 pixel\) outside 0\.\.3"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 7]), 4)
-    with pytest.raises(ValueError, match="prediction"):
+    with pytest.raises(ValueError, match=r"ground truth has label values \[-1\]"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, -1]), 4)
+    with pytest.raises(ValueError, match=r"prediction has label values \[4\]"):
         confusion_matrix(torch.tensor([0, 4]), torch.tensor([0, 1]), 4)
+    # a prediction has no ignore value: 255 where the ground truth is scored is an error ...
+    with pytest.raises(ValueError, match=r"prediction has label values \[255\] \(1 pixel\) outside 0\.\.3 "
+                                         r"\(4 classes\) on scored pixels"):
+        confusion_matrix(torch.tensor([0, 255]), torch.tensor([0, 1]), 4)
+    # ... and anything goes where it is ignored
+    assert confusion_matrix(torch.tensor([0, 99]), torch.tensor([0, 255]), 4).sum() == 1
     with pytest.raises(ValueError, match="shape"):
         confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 4)
 
@@ -124,3 +132,25 @@ def test_plots_are_written_atomically(tmp_path):
             assert np.asarray(im.convert("L")).std() > 0  # not a blank canvas
     leftovers = [f for f in os.listdir(tmp_path) + os.listdir(tmp_path / "sub") if ".tmp" in f]
     assert leftovers == []
+
+
+def test_one_label_rule_for_numpy_and_torch():
+    """utils.labels: values 0..C-1 or the ignore value; the datasets' numpy check and the
+    metric's torch check are the same function."""
+    from datasets.layout import DatasetError, check_label_values
+    from utils.labels import invalid_label_mask, label_value_problem
+    values = np.array([[0, 3, 4, 255], [254, 21, 3, 4]], np.uint8)
+    want = [[False, False, True, False], [True, True, False, True]]
+    assert invalid_label_mask(values, 4).tolist() == want
+    assert invalid_label_mask(torch.from_numpy(values), 4).tolist() == want
+    no_ignore = invalid_label_mask(torch.from_numpy(values).long(), 4, None)
+    assert no_ignore.tolist()[0] == [False, False, True, True]
+    msg = "label values [4, 21, 254] (4 pixels) outside 0..3 (4 classes) and 255 (ignore)"
+    assert label_value_problem(values, 4) == msg
+    assert label_value_problem(torch.from_numpy(values), 4) == msg
+    assert label_value_problem(values, 255) is None and label_value_problem(values[:, :2], 255, None) is None
+    many = np.arange(30, 60, dtype=np.uint8)
+    assert "values [30, 31, 32, 33, 34, 35, 36, 37, ...] (30 pixels)" in label_value_problem(many, 21)
+    with pytest.raises(DatasetError, match=r"^x/y\.png: pseudo values \[4, 21, 254\]"):
+        check_label_values(values, 4, "x/y.png", what="pseudo")
+    check_label_values(values, 255, "x/y.png")

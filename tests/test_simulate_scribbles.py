@@ -7,8 +7,13 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from datasets.simulate_scribbles import _LUTS, image_rng, main, simulate_scribble, skeletonize
+from datasets.simulate_scribbles import _LUTS, image_rng, main, simulate, skeletonize
 from utils.io import read_label, save_png
+
+
+def simulate_scribble(mask, rng, **kw):
+    """The scribble alone (simulate() also returns the stroke and tiny-object counts)."""
+    return simulate(mask, rng, **kw)[0]
 
 
 def components(binary, connectivity=8):

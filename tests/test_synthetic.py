@@ -23,14 +23,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDERS = {"pseudo": PSEUDO_SYNTHETIC}
 
 
-def _ids(root):
-    return [i for s in ("train", "val") for i in read_ids(split_path(root, s))]
+def _ids(root, splits=("train", "val")):
+    return [i for s in splits for i in read_ids(split_path(root, s))]
 
 
-def _labels(root):
-    """(mask, scribble, pseudo, dist_s, dist_c) of every id."""
+def _labels(root, splits=("train", "val")):
+    """(mask, scribble, pseudo, dist_s, dist_c) of every id of `splits`."""
     lay = Layout(root, FOLDERS)
-    for id_ in _ids(root):
+    for id_ in _ids(root, splits):
         yield tuple(read_label(lay.path(f, id_)) for f in ("mask", "scribble", "pseudo", "dist_s", "dist_c"))
 
 
@@ -99,24 +99,50 @@ def test_scribbles_are_thin_strokes(synthetic_root):
         assert 2 <= ndimage.label(lab, np.ones((3, 3)))[1] <= 30
 
 
+def _miou(conf):
+    """Mean IoU over the classes in the ground truth or the prediction (utils.metrics' rule)."""
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.diag(conf) / (conf.sum(0) + conf.sum(1) - np.diag(conf)))
+
+
 def test_pseudo_labels_are_cam_like(synthetic_root, synthetic_summary):
-    conf = np.zeros((6, 6), np.int64)
     near_err = near = far_err = far = 0
     for mask, scr, pseudo, _, dist_c in _labels(synthetic_root):
         image_classes = set(np.unique(mask).tolist()) - {255}
         assert set(np.unique(pseudo).tolist()) - {255} <= image_classes  # no class from nowhere
         assert (pseudo == 255).any() and (pseudo != 255).mean() > 0.8  # an unsure band, not more
         both = (mask != 255) & (pseudo != 255)
-        conf += np.bincount(6 * mask[both].astype(int) + pseudo[both], minlength=36).reshape(6, 6)
         err = both & (pseudo != mask)
         near_err, near = near_err + (err & (dist_c < 255)).sum(), near + (both & (dist_c < 255)).sum()
         far_err, far = far_err + (err & (dist_c == 255)).sum(), far + (both & (dist_c == 255)).sum()
-    iou = np.diag(conf) / (conf.sum(0) + conf.sum(1) - np.diag(conf))
-    miou = np.nanmean(iou)
-    assert 0.5 < miou < 0.95  # useful but far from perfect
-    assert miou == pytest.approx(synthetic_summary["stats"]["pseudo_miou"], abs=1e-4)
     # errors concentrate near the pseudo-label boundaries, where D_c is low
     assert near_err / near > 2 * far_err / far
+    # the summary's mIoUs, by hand, on the train split: pseudo 255 as background / left out
+    conf_bg = np.zeros((6, 6), np.int64)
+    conf_both = np.zeros((6, 6), np.int64)
+    hole = scored = 0
+    for mask, _, pseudo, *_ in _labels(synthetic_root, ("train",)):
+        keep = mask != 255
+        bg = np.where(pseudo == 255, 0, pseudo)
+        conf_bg += np.bincount(6 * mask[keep].astype(int) + bg[keep], minlength=36).reshape(6, 6)
+        both = keep & (pseudo != 255)
+        conf_both += np.bincount(6 * mask[both].astype(int) + pseudo[both], minlength=36).reshape(6, 6)
+        hole, scored = hole + (keep & (pseudo == 255)).sum(), scored + keep.sum()
+    st = synthetic_summary["stats"]
+    assert 0.5 < _miou(conf_bg) < _miou(conf_both) < 0.95  # useful but far from perfect
+    assert _miou(conf_bg) == pytest.approx(st["pseudo_miou"], abs=1e-4)
+    assert _miou(conf_both) == pytest.approx(st["pseudo_miou_labelled"], abs=1e-4)
+    assert hole / scored == pytest.approx(st["pseudo_unlabelled_fraction"], abs=1e-4)
+
+
+def test_summary_pseudo_miou_is_what_score_labels_prints(synthetic_root, synthetic_summary, capsys):
+    """One pseudo-label mIoU: the synthetic summary's is datasets.score_labels' (utils.metrics)."""
+    from datasets.score_labels import main as score_main
+    assert score_main(["--root", str(synthetic_root), "--labels", PSEUDO_SYNTHETIC]) == 0
+    out = capsys.readouterr().out
+    st = synthetic_summary["stats"]
+    assert f"mIoU: {100 * st['pseudo_miou']:.2f}\n" in out
+    assert f"unlabelled (255) in labels: {100 * st['pseudo_unlabelled_fraction']:.2f} %" in out
 
 
 def test_pseudo_labels_are_imperfect_on_a_larger_set(make_synthetic):
@@ -124,8 +150,7 @@ def test_pseudo_labels_are_imperfect_on_a_larger_set(make_synthetic):
     objects missed."""
     root = make_synthetic(train=16, val=4, size=(128, 160), seed=1)
     st = json.loads((root / MARKER).read_text())["stats"]
-    assert 0.62 <= st["pseudo_miou"] <= 0.85
-    assert st["pseudo_miou_ignore_as_background"] < st["pseudo_miou"]
+    assert 0.62 <= st["pseudo_miou"] < st["pseudo_miou_labelled"] <= 0.85
     assert 0.02 <= st["scribble_coverage"] <= 0.04
     assert st["scribble_agreement"] == 1.0
     assert 0 < st["missed_objects"] < 0.3 * st["objects"]

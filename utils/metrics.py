@@ -19,27 +19,29 @@ import torch
 import torch.distributed as dist
 
 from utils.io import atomic_path
+from utils.labels import IGNORE_INDEX, label_value_problem
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int = 255) -> torch.Tensor:
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """(C, C) int64 counts: entry [t, p] = pixels of ground-truth class t predicted as p.
 
     pred and target: integer tensors of the same shape. Target pixels equal to ignore_index
-    are skipped; any other value outside 0..C-1 (in target or pred) is an error.
+    are skipped; a target value outside 0..C-1 other than ignore_index, or a prediction outside
+    0..C-1 on a scored pixel, is a ValueError (utils.labels' rule, as the datasets check it).
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(target.shape)} differ in shape")
     pred = pred.reshape(-1).long()
     target = target.reshape(-1).long()
+    problem = label_value_problem(target, num_classes, ignore_index)
+    if problem:
+        raise ValueError(f"ground truth has {problem}")
     valid = target != ignore_index
     pred, target = pred[valid], target[valid]
-    if target.numel():
-        for name, t in (("ground truth", target), ("prediction", pred)):
-            lo, hi = int(t.min()), int(t.max())
-            if lo < 0 or hi >= num_classes:
-                raise ValueError(f"{name} has label values in [{lo}, {hi}], outside 0..{num_classes - 1}"
-                                 f" (ignore value {ignore_index})")
+    problem = label_value_problem(pred, num_classes, None)  # a prediction has no ignore value
+    if problem:
+        raise ValueError(f"prediction has {problem} on scored pixels")
     counts = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
@@ -47,7 +49,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 class ConfusionMeter:
     """Accumulates a confusion matrix on the device of the first update."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                 device: torch.device | str | None = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.conf = torch.zeros((num_classes, num_classes), dtype=torch.long,
