@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from datasets.layout import TRAIN_FIELDS
 from losses.distance_entropy import DistanceEntropyLoss, distance_entropy, entropy
 from losses.lorm import LoRMLoss, lorm_loss
 from losses.pce import PartialCELoss, labelled_ce, partial_ce
@@ -22,8 +23,6 @@ __all__ = [
     "partial_ce", "pseudo_ce", "distance_entropy", "entropy", "lorm_loss", "labelled_ce",
 ]
 
-# Dataset fields in their canonical order (datasets.layout.FIELDS); "mask" is validation-only.
-_FIELD_ORDER = ("image", "scribble", "pseudo", "dist_s", "dist_c")
 
 
 def _need(container: dict, key: str, what: str, why: str) -> torch.Tensor:
@@ -74,7 +73,7 @@ class CDSPLoss(nn.Module):
             need.add("dist_s")
         if self.del_c.weight:
             need.add("dist_c")
-        return tuple(f for f in _FIELD_ORDER if f in need)
+        return tuple(f for f in TRAIN_FIELDS if f in need)  # the datasets' field order
 
     def forward(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # (term name, module, batch field) of the per-pixel terms on the upsampled logits
