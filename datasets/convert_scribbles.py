@@ -1,7 +1,12 @@
-"""ScribbleSup XML scribbles -> PNG label maps (SPEC §1).
+"""ScribbleSup XML (or labelme JSON) scribbles -> PNG label maps (SPEC §1).
 
     python -m datasets.convert_scribbles --xml scribble_annotation/pascal_2012 \\
         --images VOC2012/JPEGImages --out VOC2012/pascal_2012_scribble
+    python -m datasets.convert_scribbles --labelme my_scribbles --out DATA/pascal_2012_scribble \\
+        [--root DATA] [--images DATA/JPEGImages]
+
+The labelme path (datasets/labelme.py) draws the same 3-px strokes; this docstring describes
+the XML files.
 
 One XML per image (`<id>.xml`, the id is taken from the file name):
 
@@ -65,6 +70,38 @@ def _number(elem: ET.Element, tag: str, where: str) -> int:
         raise ValueError(f"{where}: <{tag}> is not a number: '{text}'") from None
 
 
+def draw_strokes(strokes, image_size: tuple[int, int], notes: list[str] | None = None,
+                 where: str = "") -> np.ndarray:
+    """(H, W) uint8 canvas of 255 with `strokes` drawn on it, in order (later ones overwrite).
+
+    strokes: [(class index, [(x, y), ...] 0-based integer pixels, closed)], numbered from 1 in
+    messages. Each is a 3-px polyline through its points (`closed`: also from the last point
+    back to the first); a one-point stroke is a dot (3x3 less its corners), an empty one draws
+    nothing. Points outside the image are clamped to its border and, when `notes` is given,
+    listed in one note starting with `where` (the file). Shared by the ScribbleSup XML and the
+    labelme converters, so both give the same pixels for the same strokes.
+    """
+    h, w = image_size
+    canvas = np.full((h, w), UNLABELLED, np.uint8)
+    clamped = []
+    for k, (cls, pts, closed) in enumerate(strokes, 1):
+        if not len(pts):
+            continue  # an empty stroke marks nothing
+        raw = np.array(pts, np.int64).reshape(-1, 2)
+        pts = np.clip(raw, 0, [w - 1, h - 1]).astype(np.int32)
+        outside = int((pts != raw).any(axis=1).sum())
+        if outside:
+            clamped.append(f"{outside} in stroke {k}")
+        if len(pts) == 1:  # OpenCV draws nothing for a one-point polyline; a dot is a stroke
+            pts = np.repeat(pts, 2, axis=0)
+        cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], isClosed=bool(closed), color=int(cls),
+                      thickness=_CV_THICKNESS_3PX, lineType=cv2.LINE_8)
+    if notes is not None and clamped:
+        notes.append(f"{where}: point(s) outside the {w}x{h} image clamped to its border "
+                     f"({', '.join(clamped)})")
+    return canvas
+
+
 def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = None,
                            notes: list[str] | None = None) -> np.ndarray:
     """(H, W) uint8 scribble label map of one XML file.
@@ -93,8 +130,7 @@ def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = N
         if h <= 0 or w <= 0:
             raise ValueError(f"image size {w}x{h} (WxH) is empty")
 
-        canvas = np.full((h, w), UNLABELLED, np.uint8)
-        clamped, strokes = [], 0
+        strokes = []
         for k, poly in enumerate(root.iter("polygon"), 1):
             where = f"stroke {k}"
             tag = _text(poly, "tag", where)
@@ -103,26 +139,12 @@ def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = N
                 raise ValueError(f"{where}: unknown tag '{tag}' (known: {', '.join(SCRIBBLE_TAGS)})")
             pts = [(_number(p, "X", f"{where} point {j}") - 1, _number(p, "Y", f"{where} point {j}") - 1)
                    for j, p in enumerate(poly.iter("point"), 1)]
-            if not pts:
-                continue  # an empty stroke marks nothing
-            strokes += 1
-            raw = np.array(pts, np.int64)
-            pts = np.clip(raw, 0, [w - 1, h - 1]).astype(np.int32)
-            outside = int((pts != raw).any(axis=1).sum())
-            if outside:
-                clamped.append(f"{outside} in stroke {k}")
-            if len(pts) == 1:  # OpenCV draws nothing for a one-point polyline; a dot is a stroke
-                pts = np.repeat(pts, 2, axis=0)
-            cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], isClosed=False, color=int(cls),
-                          thickness=_CV_THICKNESS_3PX, lineType=cv2.LINE_8)
+            strokes.append((cls, pts, False))
     except ValueError as e:
         raise DatasetError(f"{xml_path}: {e}") from None
-    if notes is not None:
-        if clamped:
-            notes.append(f"{xml_path}: point(s) outside the {w}x{h} image clamped to its border "
-                         f"({', '.join(clamped)})")
-        if not strokes:
-            notes.append(f"{xml_path}: no <polygon> with points: the scribble marks no pixel (all 255)")
+    canvas = draw_strokes(strokes, (h, w), notes, xml_path)
+    if notes is not None and not any(pts for _, pts, _ in strokes):
+        notes.append(f"{xml_path}: no <polygon> with points: the scribble marks no pixel (all 255)")
     return canvas
 
 
@@ -196,20 +218,33 @@ def convert(xml_dir: str, images_dir: str, out_dir: str, workers: int | None = N
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m datasets.convert_scribbles",
-                                 description="ScribbleSup XML scribbles -> PNG label maps (SPEC §1)")
-    ap.add_argument("--xml", required=True, help="folder of <id>.xml (scribble_annotation/pascal_2012)")
-    ap.add_argument("--images", required=True, help="JPEGImages folder (image sizes are read from it)")
+                                 description="ScribbleSup XML or labelme JSON scribbles -> PNG label maps (SPEC §1)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--xml", help="folder of <id>.xml (scribble_annotation/pascal_2012)")
+    src.add_argument("--labelme", help="folder of labelme <id>.json (linestrip/line/polygon/point shapes)")
+    ap.add_argument("--images", help="image folder (sizes are read from it); required with --xml "
+                                     "(<id>.jpg); with --labelme: <id>.* in it instead of the JSON's imagePath")
+    ap.add_argument("--root", help="--labelme: dataset root whose dataset.yaml names the classes "
+                                   "(default: the VOC names and ScribbleSup tags)")
     ap.add_argument("--out", required=True, help="output folder of <id>.png (pascal_2012_scribble)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     args = ap.parse_args(argv)
+    if args.xml is not None and args.images is None:
+        ap.error("--images is required with --xml")
+    if args.xml is not None and args.root is not None:
+        ap.error("--root is for --labelme (the XML tags are the VOC classes)")
     try:
-        stats = convert(args.xml, args.images, args.out, args.workers)
+        if args.labelme is not None:
+            from datasets.labelme import convert_labelme
+            stats = convert_labelme(args.labelme, args.out, root=args.root, images_dir=args.images,
+                                    workers=args.workers)
+        else:
+            stats = convert(args.xml, args.images, args.out, args.workers)
     except (DatasetError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(stats.summary(), file=sys.stderr if stats.problems else sys.stdout)
     return 1 if stats.problems else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
