@@ -45,9 +45,9 @@ from datasets.layout import CLASSES, IGNORE_INDEX, DatasetError
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import ValTransform, denormalize
 from models import MODEL_TYPES, build_model
+from models.arch import architecture_hint, resolve_architecture
 from utils import dist
-from utils.checkpoint import (CheckpointError, architecture_hint, load_checkpoint,
-                              load_model_weights, resolve_architecture)
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from utils.cli import run_main
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
 from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_stale_temps, save_png,
@@ -140,7 +140,7 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
 
     Returns (model in eval mode on `device`, info) with info = {"arch", "source", "epoch",
     "args"} ("args": the training arguments our checkpoints store, {} for the authors').
-    Arguments left None come from the checkpoint (utils.checkpoint.resolve_architecture).
+    Arguments left None come from the checkpoint (models.arch.resolve_architecture).
     A mismatch raises CheckpointError listing missing/unexpected keys and the flags to try.
     """
     device = torch.device(device)

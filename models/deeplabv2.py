@@ -9,12 +9,12 @@ Key names follow the ASPP of jfzhang95/pytorch-deeplab-xception, as in the check
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 
-from models.resnet import kaiming_init
+from models.resnet import kaiming_init, sequential_conv_bn_pairs
 
 
 class _ASPPBranch(nn.Module):
@@ -32,6 +32,10 @@ class _ASPPBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn(self.atrous_conv(x)))
+
+    def conv_bn_pairs(self) -> Iterator[tuple[str, str]]:
+        """atrous_conv -> bn (the folding protocol: models.resnet.DilatedResNet.conv_bn_pairs)."""
+        yield "atrous_conv", "bn"
 
 
 class ASPP(nn.Module):
@@ -61,12 +65,18 @@ class ASPP(nn.Module):
         branches = [self.aspp1(x), self.aspp2(x), self.aspp3(x), self.aspp4(x), pooled]
         return self.bn1(self.conv1(torch.cat(branches, dim=1)))
 
+    def conv_bn_pairs(self) -> Iterator[tuple[str, str]]:
+        """Image pooling's conv -> BN and the fusing conv1 -> bn1 (the branches declare theirs)."""
+        yield from sequential_conv_bn_pairs("global_avg_pool", self.global_avg_pool)
+        yield "conv1", "bn1"
+
 
 class DeepLabV2Head(ASPP):
     """The authors' DeepLabV2 head: ASPP with `num_classes` channels, rates 12/18/24; stride 8."""
 
     output_stride = 8
     RATES = (12, 18, 24)
+    logits_conv = "conv1"  # the conv whose output channels are the classes (models/arch.py)
 
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__(in_channels, num_classes, self.RATES)

@@ -9,12 +9,14 @@ at stride 4. The ASPP block is the one of the DeepLabV2 head (models/deeplabv2.p
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from models.deeplabv2 import ASPP
-from models.resnet import kaiming_init
+from models.resnet import kaiming_init, sequential_conv_bn_pairs
 
 ASPP_CHANNELS = 256
 LOW_LEVEL_CHANNELS = 48
@@ -30,6 +32,7 @@ class DeepLabV3pHead(nn.Module):
 
     output_stride = 4
     RATES = (6, 12, 18)
+    logits_conv = "classifier"  # the conv whose output channels are the classes (models/arch.py)
 
     def __init__(self, in_channels: int, low_level_channels: int, num_classes: int):
         super().__init__()
@@ -48,3 +51,9 @@ class DeepLabV3pHead(nn.Module):
         # Bilinear with aligned corners, as the reference decoder.
         x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=True)
         return self.classifier(self.fuse(torch.cat([x, low], dim=1)))
+
+    def conv_bn_pairs(self) -> Iterator[tuple[str, str]]:
+        """The decoder's conv -> BN pairs (the ASPP declares its own; the folding protocol:
+        models.resnet.DilatedResNet.conv_bn_pairs)."""
+        yield from sequential_conv_bn_pairs("reduce", self.reduce)
+        yield from sequential_conv_bn_pairs("fuse", self.fuse)

@@ -12,7 +12,7 @@ The forward returns (layer1, layer4): DeepLabV3+ needs the stride-4 layer1 featu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,6 +34,18 @@ def kaiming_init(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def sequential_conv_bn_pairs(name: str, seq: nn.Sequential) -> Iterator[tuple[str, str]]:
+    """The `conv_bn_pairs` (see DilatedResNet.conv_bn_pairs) of a plain nn.Sequential held as
+    attribute `name`: its adjacent Conv2d -> BatchNorm2d entries (in a Sequential each entry's
+    output is the next one's only input)."""
+    if type(seq) is not nn.Sequential:  # a subclass may have its own forward
+        raise TypeError(f"{name}: expected a plain nn.Sequential, got {type(seq).__name__}")
+    names = list(seq._modules)
+    for a, b in zip(names, names[1:]):
+        if isinstance(seq._modules[a], nn.Conv2d) and isinstance(seq._modules[b], nn.BatchNorm2d):
+            yield f"{name}.{a}", f"{name}.{b}"
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -65,6 +77,12 @@ class _BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
 
+    def conv_bn_pairs(self) -> Iterator[tuple[str, str]]:
+        """conv1 -> bn1, conv2 -> bn2 and the shortcut's conv -> BN (DilatedResNet.conv_bn_pairs)."""
+        yield from (("conv1", "bn1"), ("conv2", "bn2"))
+        if self.downsample is not None:
+            yield from sequential_conv_bn_pairs("downsample", self.downsample)
+
 
 class _Bottleneck(nn.Module):
     """torchvision's Bottleneck with the stride on the first 1x1 conv (the authors' choice)."""
@@ -89,6 +107,12 @@ class _Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
+
+    def conv_bn_pairs(self) -> Iterator[tuple[str, str]]:
+        """conv1..3 -> bn1..3 and the shortcut's conv -> BN (DilatedResNet.conv_bn_pairs)."""
+        yield from (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+        if self.downsample is not None:
+            yield from sequential_conv_bn_pairs("downsample", self.downsample)
 
 
 # depth -> (block, number of blocks in layer1..layer4), as torchvision.
@@ -147,6 +171,17 @@ class DilatedResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.features(x)
+
+    def conv_bn_pairs(self) -> Iterator[tuple[str, str]]:
+        """The stem's conv1 -> bn1 (the blocks declare their own).
+
+        The BatchNorm-folding protocol (utils.inference.prepare_for_inference): a module with a
+        `conv_bn_pairs()` method yields (conv, bn) paths of its own submodules (as
+        `get_submodule` takes them) such that its forward feeds that conv's output into that
+        BatchNorm and nowhere else; exactly those pairs are folded. A subclass that changes
+        forward must say its own pairs.
+        """
+        yield "conv1", "bn1"
 
     def backbone_state_shapes(self) -> dict[str, torch.Size]:
         """Key -> shape of the backbone's own state_dict entries (heads excluded)."""

@@ -26,7 +26,8 @@ from PIL import Image
 import eval as evaluation
 from datasets.layout import CLASSES, IGNORE_INDEX, Layout, read_ids, split_path
 from models import build_model
-from utils.checkpoint import CheckpointError, infer_architecture, resolve_architecture
+from models.arch import infer_architecture, resolve_architecture
+from utils.checkpoint import CheckpointError
 from utils.inference import multi_scale_predict, prepare_for_inference
 from utils.io import read_image, read_label
 from utils.metrics import confusion_matrix

@@ -1,4 +1,5 @@
-"""Sliding-window, multi-scale inference (SPEC §7) with a tiny stride-8 stand-in network."""
+"""Sliding-window, multi-scale inference (SPEC §7) with a tiny stride-8 stand-in network;
+BatchNorm folding (prepare_for_inference) folds the conv -> BN pairs modules declare, no others."""
 import math
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.inference import (multi_scale_predict, predict_scale, scaled_size,
+from utils.inference import (multi_scale_predict, predict_scale, prepare_for_inference, scaled_size,
                              sliding_window_windows, upsample_logits)
 
 CROP, STRIDE = 32, math.ceil(32 * 2 / 3)  # 22
@@ -169,3 +170,98 @@ def test_bad_input_is_refused():
         predict_scale(model, _image(10, 10), crop=CROP)
     with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
         multi_scale_predict(_net(), torch.randn(2, 3, 10, 10), crop=CROP)
+
+
+# ----------------------------------------------------------------------------- BatchNorm folding
+def _randomise_bn(model):
+    """BN statistics and affine parameters away from the identity, so folding them matters."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                for t, lo, hi in ((m.running_mean, -0.2, 0.2), (m.running_var, 0.5, 1.5),
+                                  (m.weight, 0.5, 1.5), (m.bias, -0.2, 0.2)):
+                    t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+    return model.eval()
+
+
+class NotSequential(nn.Module):
+    """conv1/bn1, atrous_conv/bn and a Sequential(conv, BN) with the names the backbone and the
+    heads use, none of them a conv feeding its BN: bn1 and bn normalise the input."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.atrous_conv, self.bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+        self.seq = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+
+    def forward(self, x):
+        return {"out": self.conv1(x) + self.bn1(x) + self.atrous_conv(self.bn(x)) + self.seq(x)}
+
+
+class Declared(nn.Module):
+    """A module that declares its one real conv -> BN pair and holds an undeclared one."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv, self.norm = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.other = NotSequential()
+
+    def conv_bn_pairs(self):
+        yield "conv", "norm"
+
+    def forward(self, x):
+        return {"out": self.other(self.norm(self.conv(x)))["out"]}
+
+
+def test_folding_leaves_undeclared_pairs_alone_whatever_their_names():
+    model = _randomise_bn(NotSequential())
+    x = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(x)["out"]
+        got = prepare_for_inference(model)(x)["out"]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 3  # nothing folded
+    torch.testing.assert_close(got, want)
+
+
+def test_folding_folds_exactly_the_declared_pairs_and_is_idempotent():
+    model = _randomise_bn(Declared())
+    x = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(x)["out"]
+        prepare_for_inference(model)
+        assert isinstance(model.norm, nn.Identity) and model.conv.bias is not None
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 3  # `other`'s stay
+        torch.testing.assert_close(model(x)["out"], want, rtol=1e-5, atol=1e-5)
+        prepare_for_inference(model)  # a second call finds the pair folded and leaves it
+        torch.testing.assert_close(model(x)["out"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_wrong_declaration_is_an_error():
+    class Wrong(Declared):
+        def conv_bn_pairs(self):
+            yield "conv", "other"  # not a BatchNorm
+
+    with pytest.raises(TypeError, match=r"\(conv, other\).*not a Conv2d and a BatchNorm"):
+        prepare_for_inference(Wrong())
+
+
+def test_bottleneck_backbone_folds_every_bn():
+    from models.resnet import dilated_resnet
+
+    net = _randomise_bn(dilated_resnet(50))
+    x = _image(40, 40)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions on a busy machine
+    try:
+        with torch.no_grad():
+            want = net(x)
+            prepare_for_inference(net)
+            got = net(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))

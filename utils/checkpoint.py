@@ -1,10 +1,11 @@
-"""Checkpoints: written atomically, read with weights_only=True, keys matched with clear errors;
-the architecture a state_dict needs (model type, depth, classes, LoRM) read from its keys."""
+"""Checkpoint files: written atomically, read with weights_only=True, keys matched with clear errors.
+
+Only files and key matching: which network a state_dict belongs to is the models' business
+(models/arch.py: infer_architecture, resolve_architecture, architecture_hint)."""
 from __future__ import annotations
 
 import os
 import pickle
-import re
 import warnings
 
 import numpy as np
@@ -102,65 +103,3 @@ def load_model_weights(model: torch.nn.Module, state_dict: dict, path: str, hint
             lines.append(f"  {hint}")
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state_dict, strict=True)
-
-
-# ----------------------------------------------------------------------------- architecture
-DEFAULT_ARCHITECTURE = {"model_type": "deeplabv2", "layers": 50, "numclasses": 21}
-
-
-def infer_architecture(state_dict: dict) -> dict:
-    """What a state_dict's keys say about the network that wrote it (None: cannot tell).
-
-    model_type from the head's keys (DeepLabV3+ has `layer_pred0.classifier`, the authors'
-    DeepLabV2 head `layer_pred0.conv1`), numclasses from that last conv's output channels,
-    layers from the number of blocks per ResNet stage, lorm from `layer_camatt.*`.
-    """
-    sd = strip_prefix(state_dict)
-    model_type = numclasses = layers = None
-    for name, key in (("deeplabv3p", "layer_pred0.classifier.weight"),
-                      ("deeplabv2", "layer_pred0.conv1.weight")):
-        if key in sd and getattr(sd[key], "ndim", 0) == 4:
-            model_type, numclasses = name, int(sd[key].shape[0])
-            break
-    from models.resnet import guess_depth  # lazy: models is a sibling, not a dependency
-
-    match = re.fullmatch(r"ResNet-(\d+)", guess_depth(sd.keys()))
-    if match:
-        layers = int(match.group(1))
-    return {"model_type": model_type, "layers": layers, "numclasses": numclasses,
-            "lorm": any(k.startswith("layer_camatt.") for k in sd)}
-
-
-def resolve_architecture(ckpt: dict, model_type: str | None = None, layers: int | None = None,
-                         numclasses: int | None = None) -> tuple[dict, dict]:
-    """(architecture, where each value came from) for building the model a checkpoint needs.
-
-    Precedence: the arguments (command-line flags) > the checkpoint's saved `args` (our
-    train.py stores them) > what the keys say (infer_architecture; the authors' files have no
-    args) > DEFAULT_ARCHITECTURE. `lorm` always follows the keys: LoRM is training-only, so
-    the model is built with it exactly when the file holds its weights.
-    """
-    saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
-    inferred = infer_architecture(ckpt["state_dict"])
-    given = {"model_type": model_type, "layers": layers, "numclasses": numclasses}
-    arch, source = {}, {}
-    for name in ("model_type", "layers", "numclasses"):
-        for origin, value in (("flag", given[name]), ("checkpoint args", saved.get(name)),
-                              ("checkpoint keys", inferred[name]),
-                              ("default", DEFAULT_ARCHITECTURE[name])):
-            if value is not None:
-                arch[name], source[name] = value, origin
-                break
-    arch["lorm"], source["lorm"] = inferred["lorm"], "checkpoint keys"
-    return arch, source
-
-
-def architecture_hint(state_dict: dict, arch: dict) -> str:
-    """Which flags to try when `state_dict` does not fit the model built from `arch`."""
-    found = infer_architecture(state_dict)
-    want = " ".join(f"--{k} {v}" for k, v in found.items() if k != "lorm" and v is not None)
-    built = " ".join(f"--{k} {arch[k]}" for k in ("model_type", "layers", "numclasses"))
-    if not want:
-        return (f"the model was built with {built}; the file's keys match no known CDSP network "
-                "(is it a CDSP segmentation checkpoint?)")
-    return f"the model was built with {built}; the file's keys look like {want}: try those flags"

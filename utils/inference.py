@@ -158,28 +158,42 @@ def multi_scale_predict(model, image: torch.Tensor, scales: Sequence[float] = PA
 
 
 # ----------------------------------------------------------------------------- model preparation
-_CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("atrous_conv", "bn"))
-
-
+# Folding protocol: any submodule may define `conv_bn_pairs()`, yielding (conv, bn) paths of its
+# own submodules (as `get_submodule` takes them) where its forward feeds that conv's output into
+# that BatchNorm and nowhere else; exactly those are folded, any other BatchNorm is left as is.
 def _conv_bn_pairs(model: torch.nn.Module):
-    """(parent, conv name, bn name) for every eval-mode BatchNorm fed directly by a conv.
-
-    Two patterns cover the backbone and both heads: attribute pairs named conv1/bn1,
-    conv2/bn2, conv3/bn3, atrous_conv/bn (each conv's output goes straight into its BN), and
-    adjacent Conv2d -> BatchNorm2d entries of an nn.Sequential (downsample, image pooling,
-    the DeepLabV3+ decoder).
+    """(parent, conv path, bn path) for every pair a submodule of `model` declares by
+    `conv_bn_pairs()` (the protocol above); pairs already folded (bn an Identity) are skipped.
+    A declared pair that is not a Conv2d and a matching BatchNorm with running statistics, or
+    shares its conv or BN with another pair, is a TypeError (a wrong declaration).
     """
-    for parent in model.modules():
-        for conv, bn in _CONV_BN_PAIRS:
-            if isinstance(getattr(parent, conv, None), torch.nn.Conv2d) and \
-                    isinstance(getattr(parent, bn, None), torch.nn.BatchNorm2d):
-                yield parent, conv, bn
-        if isinstance(parent, torch.nn.Sequential):
-            names = list(parent._modules)
-            for a, b in zip(names, names[1:]):
-                if isinstance(parent._modules[a], torch.nn.Conv2d) and \
-                        isinstance(parent._modules[b], torch.nn.BatchNorm2d):
-                    yield parent, a, b
+    seen = {}  # id(conv) -> id(bn): a pair declared twice is folded once
+    for name, parent in model.named_modules():
+        declare = getattr(parent, "conv_bn_pairs", None)
+        if not callable(declare):
+            continue
+        for conv, bn in declare():
+            c, b = parent.get_submodule(conv), parent.get_submodule(bn)
+            if isinstance(b, torch.nn.Identity) and isinstance(c, torch.nn.Conv2d):
+                continue  # folded by an earlier call
+            where = f"{name or type(model).__name__}: declared pair ({conv}, {bn})"
+            if not isinstance(c, torch.nn.Conv2d) or not isinstance(b, torch.nn.modules.batchnorm._BatchNorm):
+                raise TypeError(f"{where} is a {type(c).__name__} and a {type(b).__name__}, "
+                                "not a Conv2d and a BatchNorm")
+            if b.running_mean is None or b.running_var is None or c.out_channels != b.num_features:
+                raise TypeError(f"{where}: the BatchNorm has no running statistics or "
+                                f"{b.num_features} features for {c.out_channels} conv outputs")
+            if seen.get(id(c)) == id(b):
+                continue
+            if id(c) in seen or id(b) in seen.values():
+                raise TypeError(f"{where}: that conv or BatchNorm is in another declared pair too")
+            seen[id(c)] = id(b)
+            yield parent, conv, bn
+
+
+def _set_submodule(root: torch.nn.Module, path: str, module: torch.nn.Module) -> None:
+    owner, _, attr = path.rpartition(".")
+    setattr(root.get_submodule(owner) if owner else root, attr, module)
 
 
 @torch.no_grad()
@@ -187,8 +201,9 @@ def prepare_for_inference(model: torch.nn.Module, fold_bn: bool = True,
                           channels_last: bool = True) -> torch.nn.Module:
     """Put `model` in eval mode and make it cheaper to run; predictions are unchanged.
 
-    fold_bn: each BatchNorm that directly follows a conv is folded into the conv's weight and
-    bias (eval-mode BN is an affine map), removing one pass over every activation.
+    fold_bn: each conv -> BatchNorm pair the model's modules declare (`conv_bn_pairs()`, the
+    protocol above) is folded into the conv's weight and bias (eval-mode BN is an affine map),
+    removing one pass over every activation; a model that declares nothing keeps its BNs.
     channels_last: NHWC weights, so the convolutions run in oneDNN's / cuDNN's preferred layout
     (and activations stay NHWC). Both change float rounding only (~1e-6 relative).
     In place, for inference only: the folded model's state_dict no longer has the BN entries,
@@ -199,9 +214,9 @@ def prepare_for_inference(model: torch.nn.Module, fold_bn: bool = True,
     model.eval()
     if fold_bn:
         for parent, conv, bn in list(_conv_bn_pairs(model)):
-            fused = fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn))
-            setattr(parent, conv, fused)
-            setattr(parent, bn, torch.nn.Identity())
+            fused = fuse_conv_bn_eval(parent.get_submodule(conv), parent.get_submodule(bn))
+            _set_submodule(parent, conv, fused)
+            _set_submodule(parent, bn, torch.nn.Identity())
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
