@@ -10,7 +10,7 @@ padded with the mean), average the softmax over windows, resize back, average ov
 argmax; score against the full masks (ignore 255). The windows of one scale go through the
 network crop_batch at a time; probabilities accumulate on the device (utils/inference.py).
 
-Writes <save_path>/<id>.png (VOC palette), optionally <save_path>/overlay/<id>.png (image |
+Writes <save_path>/<id>.png (the checkpoint's palette: dataset_meta, else VOC's), optionally <save_path>/overlay/<id>.png (image |
 ground truth | prediction), and once every image is scored: <save_path>/metrics.json,
 <save_path>/iou_per_class.png, <save_path>/confusion_matrix.png and, last, <save_path>.txt
 (the authors' three lines, then the per-class table). A run that stops early leaves no report,
@@ -41,7 +41,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
-from datasets.layout import CLASSES, IGNORE_INDEX, DatasetError
+from datasets.layout import IGNORE_INDEX, DatasetError
+from datasets.meta import (VOC_META, DatasetMeta, MetaError, load_meta, meta_of_checkpoint,
+                           require_same_classes, resolve_num_classes)
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import ValTransform, denormalize
 from models import MODEL_TYPES, build_model
@@ -54,7 +56,6 @@ from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_
                       save_rgb_png)
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
-from utils.palette import colorize
 
 # The authors' model names: their `_lorm` variants are the same networks plus the training-only
 # LoRM, which is built whenever the checkpoint holds its weights.
@@ -139,7 +140,8 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
     """Build the network a checkpoint needs, load its weights strictly, prepare it for inference.
 
     Returns (model in eval mode on `device`, info) with info = {"arch", "source", "epoch",
-    "args"} ("args": the training arguments our checkpoints store, {} for the authors').
+    "args", "dataset_meta"} ("args": the training arguments our checkpoints store, {} for the
+    authors'; "dataset_meta": the DatasetMeta it was trained with, None for older files).
     Arguments left None come from the checkpoint (models.arch.resolve_architecture).
     A mismatch raises CheckpointError listing missing/unexpected keys and the flags to try.
     """
@@ -160,7 +162,18 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
     else:
         model.eval()
     saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
-    return model, {"arch": arch, "source": source, "epoch": ckpt.get("epoch"), "args": saved}
+    try:
+        meta = meta_of_checkpoint(ckpt)
+    except MetaError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if meta is not None and meta.num_classes != int(arch["numclasses"]):
+        raise CheckpointError(f"{path}: the model predicts {arch['numclasses']} classes but the "
+                              f"checkpoint's dataset_meta names {meta.num_classes} "
+                              f"({', '.join(meta.classes[:6])}{', ...' if meta.num_classes > 6 else ''}); "
+                              + ("drop --numclasses" if source["numclasses"] == "flag"
+                                 else "the checkpoint is inconsistent"))
+    return model, {"arch": arch, "source": source, "epoch": ckpt.get("epoch"), "args": saved,
+                   "dataset_meta": meta}
 
 
 def _as_input(image, device) -> torch.Tensor:
@@ -190,14 +203,15 @@ def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: 
 
 
 # ----------------------------------------------------------------------------- outputs
-def overlay_picture(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+def overlay_picture(image: np.ndarray, mask: np.ndarray, pred: np.ndarray, alpha: float = 0.6,
+                    meta: DatasetMeta = VOC_META) -> np.ndarray:
     """image | ground truth over the image | prediction over the image side by side, 4 px white
     gaps between: an (H, 3W + 8, 3) uint8 picture.
 
-    Ignored ground-truth pixels (255) keep VOC's cream colour, fully opaque.
+    Colours are `meta`'s; ignored ground-truth pixels (255) keep VOC's cream colour, fully opaque.
     """
     def blend(label):
-        colour = colorize(label).astype(np.float32)
+        colour = meta.colorize(label).astype(np.float32)
         out = (1 - alpha) * image.astype(np.float32) + alpha * colour
         out[label == IGNORE_INDEX] = colour[label == IGNORE_INDEX]
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -292,7 +306,14 @@ def evaluate(args) -> dict:
     model, info = load_model_from_checkpoint(args.checkpoint_path, args.model_type, args.layers,
                                              args.numclasses, device, args.trust_checkpoint)
     num_classes = int(info["arch"]["numclasses"])
-    class_names = list(CLASSES) if num_classes == len(CLASSES) else [str(i) for i in range(num_classes)]
+    # The checkpoint's own description (the dataset must share it), else the dataset's
+    # (the authors' checkpoints: a 21-class net on VOC's names)
+    meta, data_meta = info["dataset_meta"], load_meta(args.dataset_path)
+    if meta is None:
+        meta = resolve_num_classes(data_meta, num_classes, "the checkpoint's class count")
+    else:
+        require_same_classes(meta, data_meta, args.checkpoint_path)
+    class_names = list(meta.classes)
     crf = None
     if args.crf:
         from utils.crf import ParallelCRF  # lazy: pydensecrf2 is optional
@@ -318,9 +339,9 @@ def evaluate(args) -> dict:
         """Score one final prediction (H, W) and write its files."""
         meter.update(pred, mask)
         pred_np = pred.to("cpu", torch.uint8).numpy()
-        save_png(pred_np, os.path.join(args.save_path, f"{id_}.png"), palette=True)
+        save_png(pred_np, os.path.join(args.save_path, f"{id_}.png"), palette=meta.palette_array())
         if args.overlay:
-            save_rgb_png(overlay_picture(image, mask.cpu().numpy(), pred_np),
+            save_rgb_png(overlay_picture(image, mask.cpu().numpy(), pred_np, meta=meta),
                          os.path.join(args.save_path, "overlay", f"{id_}.png"))
 
     t0 = time.time()

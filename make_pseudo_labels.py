@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from datasets.cam_labels import BG_THRESH, FG_THRESH, cam_pseudo_label
 from datasets.class_labels import collect_class_labels, image_classes, write_class_labels
-from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
+from datasets.layout import IGNORE_INDEX, DatasetError, Layout, read_ids, split_path
+from datasets.meta import VOC_META, load_meta, meta_of_checkpoint, require_same_classes
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
 from models.cam import CAM_DEPTHS, CAM_SCALES, OUTPUT_STRIDE, build_cam_net, multi_scale_cam
@@ -47,10 +48,10 @@ from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weight
 from utils.cli import run_main
 from utils.engine import Task, add_engine_flags, check_engine_flags, fit, start_run
 from utils.io import atomic_path, prepare_output_dir, read_label, save_png, save_rgb_png
-from utils.palette import colorize
 from utils.training import TrainingError, distributed, pretrained_error, shuffled_loader, unwrap
 
-NUM_FG = NUM_CLASSES - 1  # the classifier's outputs: classes 1..20
+# The classifier's outputs are the foreground classes 1..C-1 of the dataset's description
+# (datasets.meta; VOC: 20), stored in its checkpoints' dataset_meta.
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -126,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- class labels
-def class_labels_for(args, split: str) -> dict[str, list[int]]:
+def class_labels_for(args, split: str, num_classes: int) -> dict[str, list[int]]:
     """{id: foreground classes} of `split`: the JSON if it exists, else from the scribbles.
 
     Rank 0 writes the computed file (so the next run and `label` use the same labels).
@@ -140,9 +141,9 @@ def class_labels_for(args, split: str) -> dict[str, list[int]]:
         except (OSError, ValueError) as e:
             raise DatasetError(f"{path}: cannot read class labels ({e})") from None
         bad = [k for k, v in labels.items()
-               if not isinstance(v, list) or any(not isinstance(c, int) or not 0 < c < NUM_CLASSES for c in v)]
+               if not isinstance(v, list) or any(not isinstance(c, int) or not 0 < c < num_classes for c in v)]
         if bad:
-            raise DatasetError(f"{path}: entries must be lists of classes 1..{NUM_CLASSES - 1}; "
+            raise DatasetError(f"{path}: entries must be lists of classes 1..{num_classes - 1}; "
                                f"bad: {bad[:5]}")
         missing = [i for i in read_ids(split_path(args.dataset_path, split)) if i not in labels]
         if missing:
@@ -150,16 +151,16 @@ def class_labels_for(args, split: str) -> dict[str, list[int]]:
                                f"{missing[:3]}; rerun python -m datasets.class_labels")
         return labels
     labels, _ = collect_class_labels(args.dataset_path, split, {"scribble": args.scribble_path},
-                                     progress=dist.is_main())
+                                     num_classes=num_classes, progress=dist.is_main())
     if dist.is_main():
         write_class_labels(labels, path)
         print(f"class labels computed from the scribbles and written to {path}")
     return labels
 
 
-def multi_hot(classes: list[int]) -> torch.Tensor:
+def multi_hot(classes: list[int], num_fg: int) -> torch.Tensor:
     """(K,) target of the classifier: 1 at channel c-1 for each foreground class c."""
-    y = torch.zeros(NUM_FG)
+    y = torch.zeros(num_fg)
     y[[c - 1 for c in classes]] = 1.0
     return y
 
@@ -168,17 +169,17 @@ def multi_hot(classes: list[int]) -> torch.Tensor:
 class _MaskClasses:
     """Val transform that also turns the full mask (or scribble) into the image's classes."""
 
-    def __init__(self, field: str):
-        self.field, self.base = field, ValTransform(None)
+    def __init__(self, field: str, num_classes: int):
+        self.field, self.base, self.num_classes = field, ValTransform(None), num_classes
 
     def __call__(self, sample: dict) -> dict:
-        classes = image_classes(sample[self.field])  # values were checked by the dataset
+        classes = image_classes(sample[self.field], self.num_classes)  # values checked by the dataset
         out = self.base({k: v for k, v in sample.items() if k != self.field})
-        out["target"] = multi_hot(classes)
+        out["target"] = multi_hot(classes, self.num_classes - 1)
         return out
 
 
-def _val_set(args):
+def _val_set(args, num_classes: int):
     """The val split with its classes from the masks (else the scribbles); None if absent."""
     if args.val_path == "none":
         return None
@@ -190,14 +191,16 @@ def _val_set(args):
     layout = Layout(root, {"scribble": args.scribble_path})
     field = "mask" if os.path.isdir(layout.folder("mask")) else "scribble"
     return ScribbleDataset(root, args.val_path, ("image", field), {"scribble": args.scribble_path},
-                           _MaskClasses(field))
+                           _MaskClasses(field, num_classes), num_classes=num_classes)
 
 
 @torch.inference_mode()
-def validate(model, loader, device) -> dict:
-    """Per-class F1 of sigmoid > 0.5 over the split (counts summed over ranks)."""
+def validate(model, loader, device, classes) -> dict:
+    """Per-class F1 of sigmoid > 0.5 over the split (counts summed over ranks); `classes`: the
+    dataset's names, background first."""
     model.eval()
-    counts = torch.zeros((3, NUM_FG), device=device, dtype=torch.float64)  # tp, fp, fn
+    num_fg = len(classes) - 1
+    counts = torch.zeros((3, num_fg), device=device, dtype=torch.float64)  # tp, fp, fn
     for s in loader:
         pred = model(s["image"][None].to(device)).float()[0] > 0
         y = s["target"].to(device) > 0.5
@@ -208,7 +211,7 @@ def validate(model, loader, device) -> dict:
     support = (tp + fn) > 0
     f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
     return {"f1": float(f1[support].mean()) if support.any() else float("nan"),
-            "per_class_f1": {CLASSES[c + 1]: float(f1[c]) for c in range(NUM_FG) if support[c]}}
+            "per_class_f1": {classes[c + 1]: float(f1[c]) for c in range(num_fg) if support[c]}}
 
 
 def cam_grid(model, batch, n: int = 4) -> np.ndarray:
@@ -241,14 +244,15 @@ class CAMTask(Task):
     picture_file, picture_tag = "train_cams.png", "train/image|CAM"
     resume_keys = CAM_RESUME_KEYS
     resume_hint = "resume with the same --layers/--output_stride as the run that wrote it"
-    checkpoint_extra = {"kind": "cam_classifier"}
 
-    def __init__(self, model, optimizer, device, amp_dtype, labels: dict, val_loader=None):
+    def __init__(self, model, optimizer, device, amp_dtype, labels: dict, meta, val_loader=None):
         super().__init__(model, optimizer, device, amp_dtype)
-        self.labels, self.val_loader = labels, val_loader
+        self.labels, self.meta, self.val_loader = labels, meta, val_loader
+        self.checkpoint_extra = {"kind": "cam_classifier", "dataset_meta": meta.to_dict()}
 
     def loss(self, batch):
-        target = torch.stack([multi_hot(self.labels[i]) for i in batch["id"]]).to(self.device)
+        num_fg = self.meta.num_classes - 1
+        target = torch.stack([multi_hot(self.labels[i], num_fg) for i in batch["id"]]).to(self.device)
         with self.autocast():
             logits = self.model(batch["image"].to(self.device, non_blocking=True))
         loss = F.multilabel_soft_margin_loss(logits.float(), target)
@@ -257,7 +261,7 @@ class CAMTask(Task):
     def validate(self):
         if self.val_loader is None:
             return None
-        s = validate(self.model, self.val_loader, self.device)
+        s = validate(self.model, self.val_loader, self.device, self.meta.classes)
         return 100 * s["f1"], {"val/mean_F1": 100 * s["f1"]}
 
     def picture(self, batch, outputs):
@@ -267,7 +271,9 @@ class CAMTask(Task):
 def train(args) -> dict:
     device, amp_dtype = start_run(args)
     main_proc = dist.is_main()
-    labels = class_labels_for(args, args.train_path)
+    meta = load_meta(args.dataset_path)
+    meta.require_background("the CAM stage (classes present vs background)")
+    labels = class_labels_for(args, args.train_path, meta.num_classes)
     empty = [i for i in read_ids(split_path(args.dataset_path, args.train_path)) if not labels.get(i)]
     train_set = ScribbleDataset(args.dataset_path, args.train_path, ("image",), None,
                                 TrainTransform(args.crop_size, tuple(args.scale_range)))
@@ -275,31 +281,34 @@ def train(args) -> dict:
         print(f"{len(empty)} of {len(train_set)} training ids have no foreground class: they teach "
               f"'no object here' (all-zero targets)")
     loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
-    val_set = _val_set(args)
+    val_set = _val_set(args, meta.num_classes)
     val_loader = None if val_set is None else DataLoader(
         val_set, batch_size=None, sampler=dist.ShardSampler(len(val_set)), num_workers=args.workers)
 
     try:
-        model = build_cam_net(args.layers, NUM_FG, args.pretrained, args.output_stride).to(device)
+        model = build_cam_net(args.layers, meta.num_classes - 1, args.pretrained, args.output_stride).to(device)
     except (OSError, ValueError, RuntimeError) as e:  # a wrong --pretrained file, no network
         raise pretrained_error(args.pretrained, e) from None
     groups = model.param_groups()
     model = distributed(model, device, sync_bn=not model.frozen_bn)
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.wdecay)
-    task = CAMTask(model, optimizer, device, amp_dtype, labels, val_loader)
+    task = CAMTask(model, optimizer, device, amp_dtype, labels, meta, val_loader)
     return fit(task, loader, args, vars(args) | {"world_size": dist.world_size()})
 
 
 # ----------------------------------------------------------------------------- labelling
 def load_cam_model(path: str, device, trust: bool = False):
+    """(classifier in eval mode, the checkpoint, the DatasetMeta it was trained with)."""
     ckpt = load_checkpoint(path, map_location="cpu", trust=trust, trust_flag="--trust_checkpoint")
     saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
     if ckpt.get("kind") != "cam_classifier" or "layers" not in saved:
         raise CheckpointError(f"{path}: not a CAM classifier checkpoint from `make_pseudo_labels.py "
                               f"train` (a segmentation checkpoint goes to eval.py)")
-    model = build_cam_net(int(saved["layers"]), NUM_FG, None, int(saved.get("output_stride", OUTPUT_STRIDE)))
+    meta = meta_of_checkpoint(ckpt) or VOC_META  # written before checkpoints stored it: VOC
+    model = build_cam_net(int(saved["layers"]), meta.num_classes - 1, None,
+                          int(saved.get("output_stride", OUTPUT_STRIDE)))
     load_model_weights(model, ckpt["state_dict"], path)
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval(), ckpt, meta
 
 
 def _out_folder(root: str, out: str) -> str:
@@ -347,10 +356,10 @@ def preview(model, dataset, labels, args, device, path: str) -> None:
         s = dataset[i]
         label, cams = pseudo_label_of(model, s, labels[s["id"]], args, device)
         heat = cmap(cams.max(0) if len(cams) else np.zeros(label.shape))[..., :3] * 255
-        cols = [s["rgb"], (0.5 * s["rgb"] + 0.5 * heat).astype(np.uint8), colorize(label)]
+        cols = [s["rgb"], (0.5 * s["rgb"] + 0.5 * heat).astype(np.uint8), layout.meta.colorize(label)]
         mask_path = layout.path("mask", s["id"])
         if os.path.isfile(mask_path):
-            cols.append(colorize(read_label(mask_path)))
+            cols.append(layout.meta.colorize(read_label(mask_path)))
         rows.append(np.concatenate(cols, axis=1))
     if rows:
         width = max(r.shape[1] for r in rows)
@@ -361,11 +370,12 @@ def preview(model, dataset, labels, args, device, path: str) -> None:
 def label(args) -> dict:
     device = dist.init_distributed(args.device)
     main_proc = dist.is_main()
-    model, _ = load_cam_model(args.checkpoint_path, device, args.trust_checkpoint)
-    labels = class_labels_for(args, args.split)
+    model, _, meta = load_cam_model(args.checkpoint_path, device, args.trust_checkpoint)
+    require_same_classes(meta, load_meta(args.dataset_path), args.checkpoint_path)
+    labels = class_labels_for(args, args.split, meta.num_classes)
     out_dir = _out_folder(args.dataset_path, args.out)
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "scribble"),
-                              {"scribble": args.scribble_path}, _Labelling())
+                              {"scribble": args.scribble_path}, _Labelling(), num_classes=meta.num_classes)
     if main_proc:  # before any rank writes there: the others wait at the broadcast below
         prepare_output_dir(out_dir, "--out")
     # Decided once, on rank 0: a rank that looked later would see files others just wrote,
@@ -383,7 +393,7 @@ def label(args) -> dict:
     stats = torch.zeros(3, dtype=torch.float64)  # pixels, unsure pixels, images
     for s in tqdm(loader, desc="CAM pseudo-labels", unit="img", disable=not main_proc, dynamic_ncols=True):
         lab, _ = pseudo_label_of(model, s, labels[s["id"]], args, device)
-        save_png(lab, os.path.join(out_dir, s["id"] + ".png"), palette=True)
+        save_png(lab, os.path.join(out_dir, s["id"] + ".png"), palette=meta.palette_array())
         stats += torch.tensor([lab.size, (lab == IGNORE_INDEX).sum(), 1], dtype=torch.float64)
     dist.all_reduce_sum(stats)
     dist.barrier()
@@ -403,9 +413,9 @@ def label(args) -> dict:
         from datasets.score_labels import UNLABELLED_NOTE, report, score_labels
         from utils.metrics import nan_to_none
         s = score_labels(args.dataset_path, out_dir, args.split)
-        print(report(s))
+        print(report(s, meta.classes))
         result["scores"] = s
-        data = {"labels": out_dir, "split": args.split, "note": UNLABELLED_NOTE, "classes": list(CLASSES),
+        data = {"labels": out_dir, "split": args.split, "note": UNLABELLED_NOTE, "classes": list(meta.classes),
                 "fg_thresh": args.fg_thresh, "bg_thresh": args.bg_thresh, "scales": args.scales,
                 "flip": args.flip, "scribble_override": args.scribble_override, **s}
         with atomic_path(os.path.join(ckpt_dir, f"pseudo_scores_{name}.json")) as tmp, open(tmp, "w") as f:

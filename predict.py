@@ -23,7 +23,6 @@ import argparse
 import math
 import os
 import sys
-import warnings
 
 import numpy as np
 import torch
@@ -31,11 +30,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm import tqdm
 
 import eval as evaluation
-from datasets.meta import VOC_META, DatasetMeta, MetaError, meta_of_checkpoint
+from datasets.meta import VOC_META, DatasetMeta
 from utils import dist
-from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.checkpoint import CheckpointError
 from utils.cli import run_main
-from utils.io import atomic_path, prepare_output_dir, save_rgb_png
+from utils.io import prepare_output_dir, save_png, save_rgb_png
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # eval.py's flags that predict.py shares, with eval.py's names, defaults, types and help.
@@ -149,41 +148,21 @@ def read_rgb(path: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- model, palette
-def class_meta(checkpoint_path: str, info: dict, trust: bool) -> DatasetMeta:
-    """The classes and colours of a checkpoint's predictions: its dataset_meta, else the VOC
-    palette (VOC's names for 21 classes, class numbers otherwise)."""
+def class_meta(checkpoint_path: str, info: dict) -> DatasetMeta:
+    """The classes and colours of a checkpoint's predictions: its dataset_meta (checked against
+    the model by eval.load_model_from_checkpoint), else the VOC palette (VOC's names for 21
+    classes, class numbers otherwise)."""
+    if info["dataset_meta"] is not None:
+        return info["dataset_meta"]
     n = int(info["arch"]["numclasses"])
-    if "dataset_meta" in info:
-        raw = info["dataset_meta"]
-    else:  # eval.load_model_from_checkpoint does not return it: read the file once more
-        with warnings.catch_warnings():  # --trust_checkpoint's warning was given once already
-            warnings.simplefilter("ignore")
-            raw = load_checkpoint(checkpoint_path, trust=trust).get("dataset_meta")
-    meta = meta_of_checkpoint({"dataset_meta": raw})
-    if meta is None:
-        if n == VOC_META.num_classes:
-            return VOC_META
-        # from_dict gives VOC's colours; more classes than a palette PNG holds fail here
-        return DatasetMeta.from_dict({"classes": [str(i) for i in range(n)]},
-                                     f"{checkpoint_path} (no dataset_meta: VOC palette)")
-    if meta.num_classes != n:
-        fix = "drop --numclasses" if info["source"]["numclasses"] == "flag" else "the checkpoint is inconsistent"
-        raise MetaError(f"{checkpoint_path}: the model predicts {n} classes but the checkpoint's "
-                        f"dataset_meta names {meta.num_classes} ({', '.join(meta.classes[:6])}"
-                        f"{', ...' if meta.num_classes > 6 else ''}); {fix}")
-    return meta
+    if n == VOC_META.num_classes:
+        return VOC_META
+    # from_dict gives VOC's colours; more classes than a palette PNG holds fail here
+    return DatasetMeta.from_dict({"classes": [str(i) for i in range(n)]},
+                                 f"{checkpoint_path} (no dataset_meta: VOC palette)")
 
 
 # ----------------------------------------------------------------------------- outputs
-def save_palette_png(label: np.ndarray, path: str, palette: np.ndarray) -> None:
-    """(H, W) uint8 class indices as a mode-P PNG with `palette` ((256, 3) uint8), atomically."""
-    h, w = label.shape
-    img = Image.frombytes("P", (w, h), np.ascontiguousarray(label, np.uint8).tobytes())
-    img.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
 def legend(meta: DatasetMeta, classes, width: int, row: int = 14) -> np.ndarray:
     """A white strip `width` wide: a swatch and the name of each class, wrapped into rows."""
     font = ImageFont.load_default()
@@ -223,7 +202,7 @@ def run(args) -> int:
     amp = (device.type == "cuda") if args.amp is None else args.amp
     model, info = evaluation.load_model_from_checkpoint(args.checkpoint_path, args.model_type, args.layers,
                                                         args.numclasses, device, args.trust_checkpoint)
-    meta = class_meta(args.checkpoint_path, info, args.trust_checkpoint)
+    meta = class_meta(args.checkpoint_path, info)
     palette = meta.palette_array()
     arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
     print(f"model: {arch}; epoch {info['epoch']}")
@@ -246,7 +225,7 @@ def run(args) -> int:
                                        args.stride_rate, args.flip, args.crop_batch, amp)
             label = probs.argmax(0).to("cpu", torch.uint8).numpy()
             pred_path, overlay_path = outputs[stem]
-            save_palette_png(label, pred_path, palette)
+            save_png(label, pred_path, palette=palette)
             if overlay_path:
                 save_rgb_png(overlay_picture(image, label, meta), overlay_path)
     finally:  # also when stopped early: the unreadable files met so far are named

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from datasets.check import require_dataset
 from datasets.layout import FIELDS, DatasetError
+from datasets.meta import load_meta, resolve_num_classes
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
 from losses import CDSPLoss
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = "model"
     a("--model_type", default="deeplabv2", choices=["deeplabv2", "deeplabv3p"], help=g)
     a("--layers", type=int, default=50, choices=[18, 34, 50, 101], help="ResNet depth")
-    a("--numclasses", type=int, default=21)
+    a("--numclasses", type=int, default=None,
+      help="classes incl. background (default: those of <dataset_path>/dataset.yaml, else VOC's 21)")
     a("--pretrained", default="imagenet",
       help="backbone init: imagenet (torchvision IMAGENET1K_V1), none, or a local state_dict file")
     # data
@@ -209,12 +211,24 @@ class SegmentationTask(Task):
 
 
 # ----------------------------------------------------------------------------- main
+def run_meta(args):
+    """The dataset description this run trains with; sets args.numclasses from it (SPEC's
+    foreground rules, LoRM's mask and D_c, need a background class: refused without one)."""
+    meta = resolve_num_classes(load_meta(args.dataset_path), args.numclasses)
+    args.numclasses = meta.num_classes
+    for weight, what in ((args.l_lorm, "LoRM (--l_lorm)"), (args.l_dc, "DEL on D_c (--l_dc)")):
+        if weight:
+            meta.require_background(what)
+    return meta
+
+
 def train(args) -> dict:
     device, amp_dtype = start_run(args)
     if args.batchsize < 2 and not (dist.is_dist() and device.type == "cuda"):
         # BatchNorm (the head's image-pooling branch sees one value per channel) cannot train
         # on one sample; SyncBatchNorm over several GPUs can.
         raise TrainingError("--batchsize 1 cannot train BatchNorm on one process: use >= 2")
+    meta = run_meta(args)
     criterion = CDSPLoss(args.l_seg, args.l_pseudo, args.l_ds, args.l_dc, args.l_lorm, args.label_smooth)
     model = new_model(args)
     fields = train_fields(criterion, model)
@@ -225,6 +239,7 @@ def train(args) -> dict:
     train_loader, val_loader = build_loaders(args, fields, device)
     model, optimizer = ready(model, args, device)
     task = SegmentationTask(model, optimizer, device, amp_dtype, criterion, val_loader, args.numclasses)
+    task.checkpoint_extra = {"dataset_meta": meta.to_dict()}  # inference then needs no dataset
     run_args = vars(args) | {"world_size": dist.world_size()}
     result = fit(task, train_loader, args, run_args, {"train_fields": list(fields)})
     return {"best_miou": result["best_miou"], "val_miou": result["val_miou"]}

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from datasets.layout import (FIELDS, LABEL_FIELDS, NUM_CLASSES, DatasetError, Layout, check_label_values,
+from datasets.layout import (DEFAULT_FOLDERS, FIELDS, LABEL_FIELDS, NUM_CLASSES, DatasetError, Layout, check_label_values,
                              read_ids, split_path)
 from utils.io import image_size, read_image, read_label
 
@@ -111,6 +111,7 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     ids_checked: dict[str, int] = field(default_factory=dict)     # split -> number of ids
     fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # split -> fields checked
+    classes: str = ""  # what label values were checked against, for the summary
 
     @property
     def ok(self) -> bool:
@@ -123,6 +124,8 @@ class CheckReport:
         splits = ", ".join(f"{s} {n} ids [{', '.join(self.fields.get(s, ()))}]"
                            for s, n in self.ids_checked.items()) or "no ids"
         head = f"dataset {self.root} ({'deep' if self.deep else 'quick'} check): {splits}"
+        if self.classes:
+            head += f"\nlabels: {self.classes}"
         if self.ok:
             return f"{head}\nOK: no problems"
         counts = ", ".join(f"{k} {n}" for k, n in self.counts().items())
@@ -134,14 +137,24 @@ class CheckReport:
 
 
 def check_dataset(root: str, splits: Sequence[str] = ("train", "val"), pseudo: str | None = None,
-                  folders: dict | None = None, num_classes: int = NUM_CLASSES, deep: bool = True,
+                  folders: dict | None = None, num_classes: int | None = None, deep: bool = True,
                   fields_by_split: dict | None = None, progress: bool = False) -> CheckReport:
     """Check every split of `root`; `pseudo` names the pseudo-label folder (checked for training)."""
     report = CheckReport(root=root, deep=deep)
     if not os.path.isdir(root):
         report.problems.append(Problem("missing", root, f"{root}: dataset root not found"))
         return report
-    layout = Layout(root, {**(folders or {}), **({"pseudo": pseudo} if pseudo else {})})
+    try:
+        layout = Layout(root, {**(folders or {}), **({"pseudo": pseudo} if pseudo else {})})
+    except DatasetError as e:  # a dataset.yaml that cannot be used
+        report.problems.append(Problem("description", root, str(e)))
+        return report
+    meta = layout.meta
+    if num_classes is None:
+        num_classes = meta.num_classes
+    names = ", ".join(meta.classes[:8]) + (", ..." if meta.num_classes > 8 else "")
+    report.classes = (f"{num_classes} classes ({names}; {meta.source})" if num_classes == meta.num_classes
+                      else f"{num_classes} classes (--numclasses)") + ", 255 ignored"
     for split in splits:
         fields = tuple((fields_by_split or {}).get(split) or
                        default_fields(split, layout.folders["pseudo"] is not None))
@@ -163,7 +176,7 @@ def check_dataset(root: str, splits: Sequence[str] = ("train", "val"), pseudo: s
 
 
 def require_dataset(root: str, splits: Sequence[str] = ("train", "val"), pseudo: str | None = None,
-                    folders: dict | None = None, num_classes: int = NUM_CLASSES, deep: bool = True,
+                    folders: dict | None = None, num_classes: int | None = None, deep: bool = True,
                     fields_by_split: dict | None = None) -> CheckReport:
     """check_dataset, raising DatasetError with the summary when anything is wrong."""
     report = check_dataset(root, splits, pseudo, folders, num_classes, deep, fields_by_split)
@@ -175,17 +188,24 @@ def require_dataset(root: str, splits: Sequence[str] = ("train", "val"), pseudo:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m datasets.check", description=__doc__.split("\n")[0])
     ap.add_argument("--root", required=True, help="dataset root (VOC2012 in the ScribbleSup layout)")
-    ap.add_argument("--pseudo", default=None, help="pseudo-label folder under root, checked for train")
+    ap.add_argument("--pseudo", "--pseudo_path", dest="pseudo", default=None,
+                    help="pseudo-label folder under root, checked for train")
+    # the other folders under train.py's flag names, so the check reads what a run will read
+    for flag, field in (("--scribble_path", "scribble"), ("--distancemap_s", "dist_s"),
+                        ("--distancemap_c", "dist_c"), ("--mask_path", "mask")):
+        ap.add_argument(flag, dest=field, default=None,
+                        help=f"{field} folder under root (default {DEFAULT_FOLDERS[field]})")
     ap.add_argument("--split", default="all", choices=("train", "val", "all"))
     ap.add_argument("--quick", action="store_true",
                     help="existence and header sizes only (no decoding, no label values)")
-    ap.add_argument("--numclasses", "--num-classes", dest="num_classes", type=int, default=NUM_CLASSES,
-                    help=f"label values must be 0..N-1 or 255 (default {NUM_CLASSES}; as train.py's "
-                         "--numclasses)")
+    ap.add_argument("--numclasses", "--num-classes", dest="num_classes", type=int, default=None,
+                    help="label values must be 0..N-1 or 255 (default: the classes of <root>/dataset.yaml, "
+                         f"else {NUM_CLASSES}; as train.py's --numclasses)")
     ap.add_argument("--max-shown", type=int, default=20, help="problems listed (all are counted)")
     args = ap.parse_args(argv)
     splits = ("train", "val") if args.split == "all" else (args.split,)
-    report = check_dataset(args.root, splits, pseudo=args.pseudo, num_classes=args.num_classes,
+    folders = {f: getattr(args, f) for f in ("scribble", "dist_s", "dist_c", "mask") if getattr(args, f)}
+    report = check_dataset(args.root, splits, pseudo=args.pseudo, folders=folders, num_classes=args.num_classes,
                            deep=not args.quick, progress=True)
     print(report.summary(args.max_shown), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
+from datasets.meta import load_meta
 from utils.io import atomic_path, read_label
 from utils.labels import label_value_problem
 
@@ -44,13 +45,15 @@ def image_classes(scribble: np.ndarray, num_classes: int = NUM_CLASSES) -> list[
 
 
 def collect_class_labels(root: str, split: str = "train", folders: dict | None = None,
-                         num_classes: int = NUM_CLASSES,
+                         num_classes: int | None = None,
                          progress: bool = False) -> tuple[dict[str, list[int]], list[str]]:
-    """({id: foreground classes} in split order, ids with no foreground stroke).
+    """({id: foreground classes} in split order, ids with no foreground stroke); num_classes
+    defaults to the root's description (dataset.yaml, else VOC's 21).
 
     Raises DatasetError naming the file for a missing/unreadable scribble or a bad value.
     """
     layout = Layout(root, folders or {})
+    num_classes = layout.meta.num_classes if num_classes is None else num_classes
     ids = list(dict.fromkeys(read_ids(split_path(root, split))))
     labels: dict[str, list[int]] = {}
     for id_ in tqdm(ids, desc=f"class labels ({split})", unit="img", disable=not progress):
@@ -74,14 +77,15 @@ def write_class_labels(labels: dict[str, list[int]], path: str) -> None:
                     + "\n}\n")
 
 
-def summary(labels: dict[str, list[int]], num_classes: int = NUM_CLASSES) -> str:
-    """Ids, mean classes per image, and the number of images containing each class."""
+def summary(labels: dict[str, list[int]], classes=CLASSES) -> str:
+    """Ids, mean classes per image, and the number of images containing each class (`classes`:
+    the dataset's names, background first)."""
     counts = collections.Counter(c for cs in labels.values() for c in cs)
     n = len(labels)
     mean = sum(len(cs) for cs in labels.values()) / n if n else 0.0
-    width = max(len(CLASSES[c]) for c in range(1, num_classes))
+    width = max([len(name) for name in classes[1:]] or [1])
     lines = [f"ids: {n}", f"mean foreground classes per image: {mean:.2f}", "images per class:"]
-    lines += [f"  {c:2d} {CLASSES[c] + ':':<{width + 1}} {counts.get(c, 0)}" for c in range(1, num_classes)]
+    lines += [f"  {c:2d} {classes[c] + ':':<{width + 1}} {counts.get(c, 0)}" for c in range(1, len(classes))]
     return "\n".join(lines)
 
 
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scribble", default=None, help="scribble folder under root (default pascal_2012_scribble)")
     args = ap.parse_args(argv)
     try:
+        meta = load_meta(args.root)
+        meta.require_background("image-level labels (classes present besides background)")
         labels, no_fg = collect_class_labels(args.root, args.split, {"scribble": args.scribble},
                                              progress=True)
     except DatasetError as e:
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     name = os.path.splitext(os.path.basename(args.split))[0]
     out = args.out or os.path.join(args.root, f"class_labels_{name}.json")
     write_class_labels(labels, out)
-    print(summary(labels))
+    print(summary(labels, meta.classes))
     if no_fg:
         print(f"warning: {len(no_fg)} id(s) with no foreground stroke (written with an empty list):",
               file=sys.stderr)

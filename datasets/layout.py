@@ -7,19 +7,18 @@
     <root>/<pseudo>/<id>.png               pseudo-labels, 0..C-1, 255 ignore
     <root>/distance_map/<id>.png           D_s (uint8, L or RGB: channel 0)
     <root>/distance_pseudo/<id>.png        D_c
+    <root>/dataset.yaml                    optional: class names, palette, image suffix,
+                                           splits folder (datasets/meta.py; default VOC's)
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
+from datasets.meta import VOC_CLASSES, DatasetError, DatasetMeta, load_meta
 from utils.labels import IGNORE_INDEX, label_value_problem
 
-CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
-    "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
+CLASSES = VOC_CLASSES  # the defaults; a dataset's own are its description's (datasets.meta)
 # Tag names used by the ScribbleSup XML files, in label order.
 SCRIBBLE_TAGS = (
     "background", "plane", "bike", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -48,10 +47,6 @@ LABEL_FIELDS = ("scribble", "pseudo", "mask")   # class indices, padded with 255
 MAP_FIELDS = ("dist_s", "dist_c")               # distance maps, padded with 0
 
 
-class DatasetError(RuntimeError):
-    """A problem with the data on disk; the message names the file and the problem."""
-
-
 def check_label_values(array, num_classes: int, path: str, what: str = "label") -> None:
     """DatasetError naming `path`, the offending values and the allowed ones unless every value
     of the label map is a class index 0..num_classes-1 or IGNORE_INDEX (utils.labels' rule)."""
@@ -73,10 +68,11 @@ def read_ids(path: str) -> list[str]:
 
 
 def split_path(root: str, split: str) -> str:
-    """`train` / `val` -> <root>/ImageSets/SegmentationAug/<split>.txt; an existing path is kept."""
+    """`train` / `val` -> <root>/<splits_dir>/<split>.txt (ImageSets/SegmentationAug unless the
+    dataset.yaml says otherwise); an existing path is kept."""
     if os.path.isfile(split) or split.endswith(".txt"):
         return split if os.path.isabs(split) or os.path.isfile(split) else os.path.join(root, split)
-    return os.path.join(root, SPLIT_DIR, f"{split}.txt")
+    return os.path.join(root, load_meta(root).splits_dir, f"{split}.txt")
 
 
 @dataclass
@@ -85,8 +81,11 @@ class Layout:
 
     root: str
     folders: dict = field(default_factory=dict)
+    meta: DatasetMeta | None = None  # default: the root's description (dataset.yaml, else VOC)
 
     def __post_init__(self):
+        if self.meta is None:
+            self.meta = load_meta(self.root)
         unknown = set(self.folders) - set(FIELDS)
         if unknown:
             raise ValueError(f"unknown field(s) {sorted(unknown)}; known: {FIELDS}")
@@ -99,5 +98,5 @@ class Layout:
         return os.path.join(self.root, sub)
 
     def path(self, name: str, id_: str) -> str:
-        ext = ".jpg" if name == "image" else ".png"
+        ext = self.meta.image_suffix if name == "image" else ".png"
         return os.path.join(self.folder(name), id_ + ext)

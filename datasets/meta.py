@@ -33,8 +33,14 @@ VOC_CLASSES = (
 _KEYS = ("classes", "palette", "background", "ignore_index", "image_suffix", "splits_dir")
 
 
-class MetaError(ValueError):
-    """A dataset.yaml (or a checkpoint's dataset_meta) that cannot be used; names the file."""
+class DatasetError(RuntimeError):
+    """A problem with the data on disk; the message names the file and the problem.
+    (Defined here, the lowest datasets module; datasets.layout re-exports it.)"""
+
+
+class MetaError(DatasetError, ValueError):
+    """A dataset.yaml (or a checkpoint's dataset_meta) that cannot be used; names the file.
+    Both a DatasetError and a ValueError: every CLI's one-line handler catches it."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,17 @@ def meta_of_checkpoint(ckpt: dict) -> DatasetMeta | None:
     """The description a checkpoint was trained with (None: an older or foreign checkpoint)."""
     d = ckpt.get("dataset_meta")
     return DatasetMeta.from_dict(d, "checkpoint dataset_meta") if d is not None else None
+
+
+def require_same_classes(trained: DatasetMeta, data: DatasetMeta, checkpoint: str) -> None:
+    """MetaError unless a checkpoint's classes (`trained`) are the dataset's (`data`), by name
+    and order: a label value means the same class to both."""
+    if trained.classes != data.classes:
+        def names(m):
+            return ", ".join(m.classes[:6]) + (", ..." if m.num_classes > 6 else "")
+        raise MetaError(f"{checkpoint}: trained on {trained.num_classes} classes ({names(trained)}), but "
+                        f"{data.source} lists {data.num_classes} ({names(data)}); use the dataset "
+                        f"the checkpoint was trained on")
 
 
 def resolve_num_classes(meta: DatasetMeta, numclasses: int | None, flag: str = "--numclasses") -> DatasetMeta:

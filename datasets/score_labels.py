@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from datasets.layout import (CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout,
                              check_label_values, read_ids, split_path)
+from datasets.meta import load_meta
 from utils.io import atomic_path, read_label
 from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct
 
@@ -78,15 +79,17 @@ class LabelScorer:
 
 
 def score_labels(root: str, labels: str, split: str = "train", mask_folder: str | None = None,
-                 num_classes: int = NUM_CLASSES, progress: bool = False) -> dict:
+                 num_classes: int | None = None, progress: bool = False) -> dict:
     """Scores of the label folder `labels` (name under root, or a path) against the masks.
 
     Returns utils.metrics.scores(...) (fractions) plus "images", "unlabelled_fraction" (GT
     pixels, 255 excluded, that the labels leave 255) and "confusion" (C x C list). Labels'
-    255 pixels are scored as background. Raises DatasetError naming the file at fault.
+    255 pixels are scored as background. num_classes defaults to the root's description.
+    Raises DatasetError naming the file at fault.
     """
     folder = labels_folder(root, labels)
     layout = Layout(root, {"mask": mask_folder})
+    num_classes = layout.meta.num_classes if num_classes is None else num_classes
     ids = list(dict.fromkeys(read_ids(split_path(root, split))))
     scorer = LabelScorer(num_classes)
     for id_ in tqdm(ids, desc=f"scoring {os.path.basename(os.path.normpath(folder))}", unit="img",
@@ -122,15 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the scores (fractions) as JSON here")
     args = ap.parse_args(argv)
     try:
+        classes = load_meta(args.root).classes
         s = score_labels(args.root, args.labels, args.split, args.mask, progress=True)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.labels} vs ground truth, split {args.split}, {s['images']} images")
-    print(report(s), end="")
+    print(report(s, classes), end="")
     if args.json:
         data = {"labels": args.labels, "split": args.split, "note": UNLABELLED_NOTE,
-                "classes": list(CLASSES), **s}
+                "classes": list(classes), **s}
         with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(nan_to_none(data), indent=1) + "\n")
         print(f"wrote {args.json}")

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from datasets.layout import (FIELDS, LABEL_FIELDS, NUM_CLASSES, TRAIN_FIELDS, DatasetError, Layout,
+from datasets.layout import (FIELDS, LABEL_FIELDS, TRAIN_FIELDS, DatasetError, Layout,
                              check_label_values, read_ids, split_path)
 from utils.io import read_image, read_label
 
@@ -25,14 +25,15 @@ class ScribbleDataset(Dataset):
 
     def __init__(self, root: str, split: str = "train", fields: Sequence[str] = TRAIN_FIELDS,
                  folders: dict | None = None, transform: Callable[[dict], dict] | None = None,
-                 num_classes: int = NUM_CLASSES):
+                 num_classes: int | None = None):
         fields = tuple(fields)
         unknown = [f for f in fields if f not in FIELDS]
         if unknown or not fields:
             raise ValueError(f"fields must be a non-empty subset of {FIELDS}, got {fields}")
         self.root, self.fields, self.transform = root, fields, transform
-        self.num_classes = num_classes  # label values must be < this (the run's --numclasses) or ignore
         self.layout = Layout(root, dict(folders or {}))
+        # label values must be < this (the run's --numclasses, else the description's) or ignore
+        self.num_classes = self.layout.meta.num_classes if num_classes is None else num_classes
         for name in fields:  # fail now, not in a worker at iteration 1,000
             folder = self.layout.folder(name)
             if not os.path.isdir(folder):

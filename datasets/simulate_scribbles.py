@@ -74,6 +74,7 @@ from scipy.sparse.csgraph import dijkstra, minimum_spanning_tree
 from tqdm import tqdm
 
 from datasets.layout import IGNORE_INDEX, NUM_CLASSES, DatasetError, read_ids
+from datasets.meta import load_meta
 from utils.io import OutputError, prepare_output_dir, read_label, save_png
 from utils.labels import label_value_problem
 from utils.parallel import parallel_map
@@ -363,13 +364,13 @@ class SimulateStats:
         return "\n".join(lines)
 
 
-def _simulate_one(job: tuple[str, str, str, int, int]) -> tuple[int, int, float, float, str | None]:
+def _simulate_one(job: tuple[str, str, str, int, int, int]) -> tuple[int, int, float, float, str | None]:
     """(strokes, tiny objects, % labelled, seconds, problem) for one mask; writes only if good."""
-    id_, mask_path, out_path, seed, thickness = job
+    id_, mask_path, out_path, seed, thickness, num_classes = job
     t0 = time.perf_counter()
     try:
         mask = read_label(mask_path)
-        scribble, strokes, tiny = simulate(mask, image_rng(seed, id_), NUM_CLASSES, thickness)
+        scribble, strokes, tiny = simulate(mask, image_rng(seed, id_), num_classes, thickness)
         save_png(scribble, out_path)
     except ValueError as e:
         return 0, 0, 0.0, 0.0, f"{mask_path}: {e}"
@@ -381,7 +382,7 @@ def _simulate_one(job: tuple[str, str, str, int, int]) -> tuple[int, int, float,
 
 def simulate_folder(masks_dir: str, out_dir: str, seed: int, ids: list[str] | None = None,
                     workers: int | None = None, thickness: int = 2, overwrite: bool = False,
-                    progress: bool = True) -> SimulateStats:
+                    progress: bool = True, num_classes: int = NUM_CLASSES) -> SimulateStats:
     """Scribble every masks_dir/<id>.png (all of them, or `ids`) into out_dir/<id>.png."""
     if not os.path.isdir(masks_dir):
         raise DatasetError(f"{masks_dir}: mask folder not found")
@@ -397,7 +398,7 @@ def simulate_folder(masks_dir: str, out_dir: str, seed: int, ids: list[str] | No
         if not overwrite and os.path.isfile(out_path):
             stats.skipped_existing += 1
         else:
-            jobs.append((id_, os.path.join(masks_dir, id_ + ".png"), out_path, seed, thickness))
+            jobs.append((id_, os.path.join(masks_dir, id_ + ".png"), out_path, seed, thickness, num_classes))
     if not jobs:
         return stats
     prepare_output_dir(out_dir, "--out")
@@ -426,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--width", type=int, default=3, help="stroke width in px, odd (default 3)")
     ap.add_argument("--overwrite", action="store_true", help="redo existing outputs (default: skip)")
+    ap.add_argument("--root", default=None,
+                    help="dataset root whose dataset.yaml gives the classes (default: the masks "
+                         "folder's parent; VOC's 21 without a description)")
     args = ap.parse_args(argv)
     if args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
@@ -435,8 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--width: {e}")
     try:
         ids = read_ids(args.ids) if args.ids else None
+        meta = load_meta(args.root or os.path.dirname(os.path.abspath(args.masks)))
         stats = simulate_folder(args.masks, args.out, args.seed, ids, args.workers, thickness,
-                                args.overwrite)
+                                args.overwrite, num_classes=meta.num_classes)
     except (DatasetError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

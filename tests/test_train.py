@@ -93,6 +93,36 @@ def test_label_range_follows_numclasses(synthetic_root, tmp_path, capsys):
         assert victim in err and "outside 0..5" in err and "Traceback" not in err
 
 
+def test_dataset_description_sets_the_classes_and_checks_labels(make_synthetic, tmp_path, capsys):
+    root = make_synthetic(num_classes=2)   # background + 2 classes: labels 0..2
+    (root / "dataset.yaml").write_text("classes: [background, a, b]\n")
+    assert run(root, tmp_path / "log", "--epochs", "1") == 0   # --numclasses from the description
+    ckpt = load_checkpoint(str(tmp_path / "log" / "last_checkpoint.pth"))
+    assert ckpt["args"]["numclasses"] == 3 and ckpt["dataset_meta"]["classes"] == ["background", "a", "b"]
+    capsys.readouterr()
+    assert run(root, tmp_path / "log2", "--epochs", "1", "--numclasses", "6") == 1
+    err = capsys.readouterr().err
+    assert "--numclasses 6 conflicts with" in err and "dataset.yaml" in err and "Traceback" not in err
+    # a label 5 in a 3-class set: the file is named
+    from utils.io import read_label, save_png
+    first = open(root / "ImageSets" / "SegmentationAug" / "train.txt").read().split()[0]
+    scribble = root / "pascal_2012_scribble" / f"{first}.png"
+    lab = read_label(str(scribble)).copy()
+    lab[0, 0] = 5
+    save_png(lab, str(scribble))
+    assert run(root, tmp_path / "log3", "--epochs", "1") == 1
+    err = capsys.readouterr().err
+    assert str(scribble) in err and "outside 0..2 (3 classes)" in err
+
+
+def test_a_set_without_background_refuses_lorm_and_d_c(make_synthetic, tmp_path, capsys):
+    root = make_synthetic(num_classes=2)
+    (root / "dataset.yaml").write_text("classes: [x, a, b]\nbackground: null\n")
+    assert run(root, tmp_path / "log", "--epochs", "1") == 1
+    err = capsys.readouterr().err
+    assert "LoRM (--l_lorm) needs a background class" in err and "--l_lorm 0 --l_dc 0" in err
+
+
 def test_batch_of_one_without_syncbn_is_refused(synthetic_root, tmp_path, capsys):
     assert run(synthetic_root, tmp_path / "log", "--epochs", "1", "--batchsize", "1") == 1
     assert "--batchsize" in capsys.readouterr().err
@@ -109,6 +139,7 @@ def test_zero_weight_fields_are_never_read(synthetic_root, tmp_path):
 def test_training_steps_lower_the_loss(synthetic_root):
     torch.manual_seed(0)
     args = train.parse_args(["--dataset_path", str(synthetic_root), *TINY, "--lr", "0.05"])
+    train.run_meta(args)  # --numclasses from the synthetic set's description
     criterion = train.CDSPLoss()
     model, optimizer = train.build(args, torch.device("cpu"))
     assert train.train_fields(criterion, model) == ("image", "scribble", "pseudo", "dist_s", "dist_c")

@@ -127,15 +127,18 @@ def atomic_path(path: str):
         raise
 
 
-def save_png(array: np.ndarray, path: str, palette: bool = False) -> None:
-    """Write a 2-D uint8 array as a mode-L PNG (or mode-P with the VOC palette), atomically."""
+def save_png(array: np.ndarray, path: str, palette: bool | np.ndarray = False) -> None:
+    """Write a 2-D uint8 array as a mode-L PNG, or mode-P with a palette (True: VOC's; or an
+    (n <= 256, 3) uint8 array, e.g. DatasetMeta.palette_array()), atomically."""
     array = np.asarray(array)
     if array.ndim != 2 or array.dtype != np.uint8:
         raise ValueError(f"{path}: expected a 2-D uint8 array, got {array.dtype} {array.shape}")
     h, w = array.shape
-    img = Image.frombytes("P" if palette else "L", (w, h), np.ascontiguousarray(array).tobytes())
-    if palette:
-        img.putpalette(voc_palette().reshape(-1).tolist())
+    use_palette = palette is not False and palette is not None
+    img = Image.frombytes("P" if use_palette else "L", (w, h), np.ascontiguousarray(array).tobytes())
+    if use_palette:
+        colours = voc_palette() if palette is True else np.asarray(palette, np.uint8)
+        img.putpalette(colours.reshape(-1).tolist())
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
 
