@@ -1,22 +1,36 @@
 """A small synthetic dataset in the ScribbleSup layout (SPEC §1) with its distance maps (SPEC §2):
 the embedded default that the quickstart, the tests and the demo notebook use.
 
-    python -m datasets.synthetic --out DIR [--train N] [--val M] [--size H W] [--seed S]
-                                 [--classes K] [--overwrite]
+    python -m datasets.synthetic --out DIR [--preset voc|gray4] [--train N] [--val M]
+                                 [--size H W] [--seed S] [--classes K] [--overwrite]
 
 writes, directly under DIR, ImageSets/SegmentationAug/{train,val}.txt, JPEGImages/<id>.jpg,
 SegmentationClassAug/<id>.png (mode P, VOC palette), pascal_2012_scribble/<id>.png,
 pseudo_label/<id>.png, distance_map/<id>.png (D_s) and distance_pseudo/<id>.png (D_c), plus
 `synthetic.json` (parameters and the measured statistics below), which marks DIR as a synthetic
-set that a later run may regenerate in place. Ids are `train_00000`, `val_00000`, ...
+set that a later run may regenerate in place. A preset with its own classes (gray4) also writes
+`dataset.yaml` (datasets/meta.py); the default set has none, so the VOC / ScribbleSup defaults
+apply to it exactly as to ScribbleSup itself. Ids are `train_00000`, `val_00000`, ...
+
+Presets (PRESETS; a variant is one line there): "voc", the default, is described below.
+"gray4" is a set unlike VOC: 60 train + 20 val grey single-channel PNGs (JPEGImages/<id>.png,
+mode L) of 192x192, four classes background (0), body (1), organ (2), lesion (3): three nested,
+organ-like structures (a lopsided body around an organ wall around a bright lesion, like a
+ventricle's cavity in its myocardium: smooth star-shaped outlines with jittered radii, a random
+stretch, rotation and position; class 3 never touches 0 or 1), a level per class with smooth
+texture, partial-volume blur, a bias field and noise, 0-2 tissue-like distractors on the
+background. Its masks are dense (no void band) and use its own palette; scribbles and
+pseudo-labels come from the same simulation as "voc". Measured (seed 0): scribbles label 2.1 %
+of the pixels, pseudo-label mIoU 53.01 % (62.11 % on the pixels both label), 18 of 240
+structures missed; ~1.4x the CPU time of the "voc" set, 4.3 MB.
 
 Defaults: 60 train + 20 val images of 128x160 (H x W), K=5 foreground classes. 128x160 keeps
 VOC's landscape aspect, is a multiple of 32 (a stride-8 network sees 16x20 features) and leaves
 room for 1-4 objects with visible texture; the set takes ~3 s of CPU and 1.2 MB. 60 images are
 enough for a small net to learn the cues in minutes on a CPU. Labels are VOC indices 0..K
-(background, aeroplane, bicycle, ...: the first K+1 names of `CLASSES`), so a 21-class network
-and the 21-class metric apply unchanged. A sample depends only on (seed, split, index, size, K):
-a smaller set is a prefix of a larger one.
+(background, aeroplane, bicycle, ...: the first K+1 names of `CLASSES`, VOC's colours), so a
+21-class network and the 21-class metric apply unchanged. A sample depends only on (seed, split,
+index, size, K): a smaller set is a prefix of a larger one.
 
 What is in an image, and why (it must be learnable, and the CDSP pieces must matter):
 - Each class has a base hue and a texture (smooth, stripes, checker, dots, rings, grid), with
@@ -79,6 +93,7 @@ from datasets.distance_map import pseudo_distance_map, scribble_distance_map
 from datasets.layout import (
     CLASSES, DEFAULT_FOLDERS, IGNORE_INDEX, PSEUDO_SYNTHETIC, SPLIT_DIR, DatasetError, Layout,
 )
+from datasets.meta import META_FILE, DatasetMeta
 from datasets.score_labels import LabelScorer
 from utils.io import atomic_path, save_png
 from utils.metrics import ConfusionMeter
@@ -89,6 +104,54 @@ TEXTURES = ("smooth", "stripes", "checker", "dots", "rings", "grid")
 JPEG_PARAMS = dict(format="JPEG", quality=90, subsampling=2, optimize=False, progressive=False)
 FOLDERS = {**DEFAULT_FOLDERS, "pseudo": PSEUDO_SYNTHETIC}
 _ID = re.compile(r"^(train|val)_\d{5,}$")
+
+
+# ----------------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class Preset:
+    """What differs between the embedded sets (`--preset`); a variant is one line of PRESETS,
+    e.g. `"gray4_void": Preset("nested", (192, 192), 3, GRAY4_CLASSES, GRAY4_PALETTE, True, True)`."""
+    scene: str                    # "shapes": VOC-like objects; "nested": three nested structures
+    size: tuple[int, int]         # default H, W
+    num_classes: int              # default K (foreground classes, labels 0..K)
+    classes: tuple[str, ...] | None = None  # all names, background first; None: the first K+1 VOC names
+    palette: tuple | None = None  # one (r, g, b) per class; None: VOC's
+    void_band: bool = True        # VOC's 2-px 255 band on every label boundary of the masks
+    grey: bool = False            # single-channel PNG images (else RGB JPEG)
+    train: int = 60
+    val: int = 20
+
+    @property
+    def image_suffix(self) -> str:
+        return ".png" if self.grey else ".jpg"
+
+    def class_names(self, k: int) -> list[str]:
+        """The K+1 names of a set with K foreground classes; ValueError if the preset has no such set."""
+        if self.classes is None:
+            if not 1 <= k <= len(CLASSES) - 1:
+                raise ValueError(f"num_classes (foreground) must be 1..{len(CLASSES) - 1}, got {k}")
+            return list(CLASSES[:k + 1])
+        if k != len(self.classes) - 1:
+            raise ValueError(f"num_classes (foreground) of this preset is {len(self.classes) - 1} "
+                             f"({', '.join(self.classes[1:])}), got {k}")
+        return list(self.classes)
+
+
+GRAY4_CLASSES = ("background", "body", "organ", "lesion")  # outer, middle, inner: nested
+GRAY4_PALETTE = ((0, 0, 0), (0, 114, 178), (240, 228, 66), (213, 94, 0))  # black, blue, yellow, vermilion
+PRESETS = {
+    "voc": Preset("shapes", (128, 160), 5),
+    "gray4": Preset("nested", (192, 192), 3, GRAY4_CLASSES, GRAY4_PALETTE, void_band=False, grey=True),
+}
+DEFAULT_PRESET = "voc"
+
+
+def get_preset(name: str) -> Preset:
+    """PRESETS[name]; ValueError naming the presets otherwise."""
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
 # ----------------------------------------------------------------------------- appearance
@@ -183,7 +246,7 @@ def _shape(rng, h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
 class _Layer:
     mask: np.ndarray  # full shape (before occlusion)
     cls: int          # 0 for a distractor
-    style: _Style
+    style: _Style | None  # None in the grey preset (its levels are per class)
     depth: float
     part: np.ndarray | None = None    # an object's "head": an end of the shape ...
     part_style: _Style | None = None  # ... in the class's second colour
@@ -258,6 +321,60 @@ def _owner(layers: list[_Layer], h: int, w: int) -> np.ndarray:
     return owner
 
 
+# Grey preset: mean level (0..1) of background, body, organ, lesion, drawn per image from these
+# ranges: they overlap once the bias field (+-15-30 %) and the texture are on, as in MR.
+_GREY_LEVELS = ((0.08, 0.2), (0.42, 0.55), (0.24, 0.36), (0.66, 0.84))
+
+
+def _radius(rng, base: float, lopsided: tuple[float, float], wobble: float):
+    """A smooth random radius of the angle: base * (1 + a one-sided bulge + harmonics 2-4),
+    as (base, amplitudes, phases) for `_radius_at`."""
+    amp = np.array([rng.uniform(*lopsided), *rng.uniform(0, wobble, 3)])
+    return base, amp, rng.uniform(0, 2 * np.pi, 4)
+
+
+def _radius_at(radius, theta: np.ndarray, floor: float) -> np.ndarray:
+    base, amp, phase = radius
+    k = np.arange(1, 5).reshape((4,) + (1,) * theta.ndim)
+    r = base * (1 + (amp.reshape(k.shape) * np.cos(k * theta + phase.reshape(k.shape))).sum(0))
+    return np.maximum(r, floor)
+
+
+def _nested_layers(rng, h: int, w: int) -> list[_Layer]:
+    """0-2 background distractors (other tissue, behind), then three nested structures, like a
+    ventricle's cavity in its wall in a body: star-shaped around one centre in a rotated,
+    stretched frame, the middle one a wall of varying thickness, the outer one lopsided.
+    Each structure surrounds the next by at least one pixel (4-neighbourhood), at any size."""
+    m = min(h, w)
+    layers = []
+    for _ in range(int(rng.integers(0, 3))):
+        cy, cx = rng.uniform(0.05, 0.95) * h, rng.uniform(0.05, 0.95) * w
+        layers.append(_Layer(_shape(rng, h, w, cy, cx, m * rng.uniform(0.05, 0.12)), 0, None, -1.0))
+    radii = (_radius(rng, m * rng.uniform(0.08, 0.15), (0.0, 0.0), 0.08),    # lesion
+             _radius(rng, m * rng.uniform(0.06, 0.1), (0.0, 0.35), 0.1),     # organ: its wall
+             _radius(rng, m * rng.uniform(0.07, 0.14), (0.1, 0.6), 0.12))    # body around it
+    floor = max(0.02 * m, 2.0)
+    e, phi = rng.uniform(0.8, 1.25), rng.uniform(0, np.pi)
+    ring = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    reach = sum(_radius_at(r, ring, floor) for r in radii).max() * max(e, 1 / e)
+    shrink = min(1.0, (m / 2 - 3) / reach)  # the body stays inside the image
+    reach *= shrink
+    cy = rng.uniform(min(reach + 2, h / 2), max(h - reach - 2, h / 2))
+    cx = rng.uniform(min(reach + 2, w / 2), max(w - reach - 2, w / 2))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = ((xx - cx) * math.cos(phi) + (yy - cy) * math.sin(phi)) / e
+    v = (-(xx - cx) * math.sin(phi) + (yy - cy) * math.cos(phi)) * e
+    rho, theta = np.hypot(u, v) / shrink, np.arctan2(v, u)
+    bound = np.cumsum([_radius_at(r, theta, floor) for r in radii], axis=0)
+    inner = rho <= bound[0]
+    middle = (rho <= bound[1]) | ndimage.binary_dilation(inner)   # nested by construction
+    outer = (rho <= bound[2]) | ndimage.binary_dilation(middle)
+    none = np.zeros((h, w), bool)
+    for c, mask in ((1, outer), (2, middle), (3, inner)):
+        layers.append(_Layer(mask, c, None, float(c), none))
+    return layers
+
+
 # ----------------------------------------------------------------------------- rendering
 def _paint_style(rng, style: _Style, mask, h, w, light, scale, shade: bool) -> np.ndarray:
     """RGB of one layer over the whole frame: hue/texture cue, dome shading, light gradient."""
@@ -301,6 +418,22 @@ def _render(rng, layers: list[_Layer], h: int, w: int) -> np.ndarray:
             canvas[l.part] = rgb[l.part]
     canvas = ndimage.gaussian_filter(canvas, (0.6, 0.6, 0))
     canvas += rng.normal(0, rng.uniform(2, 6) / 255, canvas.shape).astype(np.float32)
+    return (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _render_grey(rng, layers: list[_Layer], h: int, w: int) -> np.ndarray:
+    """(H, W) uint8: a level per class with smooth texture, partial-volume blur, a bias field
+    and noise; distractors take a tissue-like level."""
+    scale = max(min(h, w) / 128, 0.5)
+    levels = [rng.uniform(*r) for r in _GREY_LEVELS]
+    canvas = levels[0] + 0.05 * _smooth_noise(rng, h, w, 12) + 0.03 * _smooth_noise(rng, h, w, 5)
+    for l in layers:
+        level = levels[l.cls] if l.cls else rng.uniform(0.3, 0.55)
+        tex = level + rng.uniform(0.02, 0.05) * _smooth_noise(rng, h, w, int(rng.integers(8, 17)))
+        canvas[l.mask] = tex[l.mask]
+    canvas = ndimage.gaussian_filter(canvas, rng.uniform(0.6, 1.2) * scale)
+    canvas *= 1 + rng.uniform(0.15, 0.3) * _smooth_noise(rng, h, w, 3)
+    canvas += rng.normal(0, rng.uniform(0.015, 0.04), canvas.shape).astype(np.float32)
     return (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -425,23 +558,33 @@ def _pseudo_label(rng, owner: np.ndarray, layers: list[_Layer]) -> tuple[np.ndar
 
 
 # ----------------------------------------------------------------------------- one sample
-def sample(split: str, index: int, size: tuple[int, int] = (128, 160), seed: int = 0,
-           num_classes: int = 5) -> dict:
-    """One synthetic sample, in memory: image (H,W,3) uint8, mask, scribble, pseudo (H,W) uint8.
+def sample(split: str, index: int, size: tuple[int, int] | None = None, seed: int = 0,
+           num_classes: int | None = None, preset: str = DEFAULT_PRESET) -> dict:
+    """One synthetic sample, in memory: image (H,W,3) uint8 ((H,W) for a grey preset), mask,
+    scribble, pseudo (H,W) uint8.
 
-    Depends only on (seed, split, index, size, num_classes), never on the other samples.
-    `num_classes` is the number K of foreground classes (labels 0..K).
+    Depends only on (preset, seed, split, index, size, num_classes), never on the other samples.
+    `num_classes` is the number K of foreground classes (labels 0..K); size and K default to
+    the preset's.
     """
-    h, w = size
+    p = get_preset(preset)
+    h, w = p.size if size is None else size
+    k = p.num_classes if num_classes is None else num_classes
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    layers = _layers(rng, h, w, num_classes)
-    owner = _owner(layers, h, w)
-    image = _render(rng, layers, h, w)
+    if p.scene == "nested":
+        layers = _nested_layers(rng, h, w)
+        owner = _owner(layers, h, w)
+        image = _render_grey(rng, layers, h, w)
+    else:
+        layers = _layers(rng, h, w, k)
+        owner = _owner(layers, h, w)
+        image = _render(rng, layers, h, w)
     label = np.zeros((h, w), np.uint8)
     for i, l in enumerate(layers):
         label[owner == i] = l.cls
     mask = label.copy()
-    mask[_void_band(label)] = IGNORE_INDEX
+    if p.void_band:
+        mask[_void_band(label)] = IGNORE_INDEX
     scribble = _scribbles(rng, mask, owner, layers)
     pseudo, missed = _pseudo_label(rng, owner, layers)
     return dict(image=image, mask=mask, scribble=scribble, pseudo=pseudo,
@@ -457,8 +600,9 @@ def _is_synthetic(out: str) -> bool:
         return False
 
 
-def _prepare(out: str, overwrite: bool, ids: set) -> None:
-    """Refuse a non-empty foreign folder; in a previous synthetic set, remove ids no longer made."""
+def _prepare(out: str, overwrite: bool, ids: set, image_suffix: str) -> None:
+    """Refuse a non-empty foreign folder; in a previous synthetic set, remove ids no longer made
+    (and images of another preset's suffix)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise DatasetError(f"{out}: exists and is not a directory")
     if not os.path.isdir(out) or not os.listdir(out):
@@ -474,14 +618,17 @@ def _prepare(out: str, overwrite: bool, ids: set) -> None:
         path = os.path.join(out, SPLIT_DIR, f"{split}.txt")
         if os.path.isfile(path):
             os.unlink(path)
-    layout = Layout(out, FOLDERS)
-    for field in FOLDERS:
-        folder = layout.folder(field)
+    old_meta = os.path.join(out, META_FILE)  # ours (the marker says so): the new set writes its own
+    if os.path.isfile(old_meta):
+        os.unlink(old_meta)
+    for field, sub in FOLDERS.items():  # not Layout: the old dataset.yaml is gone
+        folder = os.path.join(out, sub)
         if not os.path.isdir(folder):
             continue
         for name in os.listdir(folder):
             stem, ext = os.path.splitext(name)
-            if _ID.match(stem) and stem not in ids and ext in (".jpg", ".png"):
+            stale = stem not in ids or (field == "image" and ext != image_suffix)
+            if _ID.match(stem) and stale and ext in (".jpg", ".png"):
                 os.unlink(os.path.join(folder, name))
 
 
@@ -491,34 +638,65 @@ def _write_json(obj: dict, path: str) -> None:
         f.write("\n")
 
 
-def generate(out: str, train: int = 60, val: int = 20, size: tuple[int, int] = (128, 160),
-             seed: int = 0, num_classes: int = 5, overwrite: bool = False,
-             progress: bool = True) -> dict:
+def _write_meta(meta: DatasetMeta, path: str, preset: str) -> None:
+    """dataset.yaml (datasets/meta.py's format), one key a line, values as JSON (which is YAML)."""
+    lines = [f"# written by python -m datasets.synthetic --preset {preset}"]
+    lines += [f"{key}: {json.dumps(value)}" for key, value in meta.to_dict().items()]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def dataset_meta(preset: str = DEFAULT_PRESET, num_classes: int | None = None) -> DatasetMeta:
+    """The description (dataset.yaml) of a preset's set with K = num_classes foreground classes."""
+    p = get_preset(preset)
+    names = p.class_names(p.num_classes if num_classes is None else num_classes)
+    d = dict(classes=names, background=0, ignore_index=IGNORE_INDEX, image_suffix=p.image_suffix,
+             splits_dir=SPLIT_DIR.replace(os.sep, "/"))
+    if p.palette is not None:
+        d["palette"] = [list(c) for c in p.palette]
+    return DatasetMeta.from_dict(d, f"datasets.synthetic preset {preset}")
+
+
+def generate(out: str, train: int | None = None, val: int | None = None,
+             size: tuple[int, int] | None = None, seed: int = 0, num_classes: int | None = None,
+             overwrite: bool = False, progress: bool = True, preset: str = DEFAULT_PRESET) -> dict:
     """Write a synthetic set under `out` (layout: module docstring) and return its summary.
 
-    `num_classes` is the number K of foreground classes: VOC indices 1..K, labels 0..K.
-    The summary holds the parameters, the class names, and the measured statistics
-    (scribble coverage, pseudo-label mIoU vs the masks, ...). Same arguments, same bytes.
+    `preset` names an entry of PRESETS ("voc", the default, or "gray4"); train, val, size and
+    num_classes default to its values. `num_classes` is the number K of foreground classes
+    (labels 0..K; "voc": VOC indices 1..K, any of 1..20; "gray4": 3). The summary holds the
+    parameters (with `preset` unless it is the default), the class names, and the measured
+    statistics (scribble coverage, pseudo-label mIoU vs the masks, ...). A preset with its own
+    classes writes `<out>/dataset.yaml`; "voc" writes none (VOC defaults). Same arguments, same
+    bytes.
     """
-    h, w = (int(v) for v in size)
+    p = get_preset(preset)
+    train = p.train if train is None else train
+    val = p.val if val is None else val
+    num_classes = p.num_classes if num_classes is None else num_classes
+    h, w = (int(v) for v in (p.size if size is None else size))
     if train < 1 or val < 1:
         raise ValueError(f"need at least one train and one val image, got train={train} val={val}")
     if h < 32 or w < 32:
         raise ValueError(f"size {h}x{w} too small: need at least 32x32")
-    if not 1 <= num_classes <= len(CLASSES) - 1:
-        raise ValueError(f"num_classes (foreground) must be 1..{len(CLASSES) - 1}, got {num_classes}")
+    meta = dataset_meta(preset, num_classes)  # ValueError for a K the preset has no names for
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     out = os.fspath(out)
     split_ids = {s: [f"{s}_{i:05d}" for i in range(n)] for s, n in (("train", train), ("val", val))}
-    _prepare(out, overwrite, {i for ids in split_ids.values() for i in ids})
+    _prepare(out, overwrite, {i for ids in split_ids.values() for i in ids}, p.image_suffix)
 
     n_lab = num_classes + 1
     params = dict(train=train, val=val, size=[h, w], seed=seed, num_classes=num_classes)
+    if preset != DEFAULT_PRESET:
+        params["preset"] = preset
     summary = dict(generator="datasets.synthetic", params=params, complete=False,
-                   classes=list(CLASSES[:n_lab]), pseudo_folder=PSEUDO_SYNTHETIC)
+                   classes=list(meta.classes), pseudo_folder=PSEUDO_SYNTHETIC)
     os.makedirs(out, exist_ok=True)
     _write_json(summary, os.path.join(out, MARKER))  # marks `out` as ours before any data lands
+    if p.classes is not None:  # "voc": VOC's names, VOC's 21-class defaults, no file needed
+        _write_meta(meta, os.path.join(out, META_FILE), preset)
+    palette = True if p.palette is None else meta.palette_array()  # True: VOC's, as before
 
     layout = Layout(out, FOLDERS)
     # Pseudo-label mIoU on the train split, as `python -m datasets.score_labels --root <out>
@@ -529,10 +707,14 @@ def generate(out: str, train: int = 60, val: int = 20, size: tuple[int, int] = (
     err = np.zeros((2, 2), np.int64)  # [near a pseudo boundary (D_c < 255), interior] x [wrong, all]
     jobs = [(s, i, id_) for s in SPLITS for i, id_ in enumerate(split_ids[s])]
     for split, i, id_ in tqdm(jobs, desc="synthetic", unit="img", disable=not progress):
-        smp = sample(split, i, (h, w), seed, num_classes)
-        with atomic_path(layout.path("image", id_)) as tmp:
-            Image.fromarray(smp["image"], "RGB").save(tmp, **JPEG_PARAMS)
-        save_png(smp["mask"], layout.path("mask", id_), palette=True)
+        smp = sample(split, i, (h, w), seed, num_classes, preset)
+        image_path = os.path.join(layout.folder("image"), id_ + p.image_suffix)
+        if p.grey:
+            save_png(smp["image"], image_path)
+        else:
+            with atomic_path(image_path) as tmp:
+                Image.fromarray(smp["image"], "RGB").save(tmp, **JPEG_PARAMS)
+        save_png(smp["mask"], layout.path("mask", id_), palette=palette)
         save_png(smp["scribble"], layout.path("scribble", id_))
         save_png(smp["pseudo"], layout.path("pseudo", id_))
         save_png(scribble_distance_map(smp["scribble"]), layout.path("dist_s", id_))
@@ -577,25 +759,31 @@ def generate(out: str, train: int = 60, val: int = 20, size: tuple[int, int] = (
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m datasets.synthetic", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    voc, gray4 = PRESETS["voc"], PRESETS["gray4"]
     p.add_argument("--out", required=True, help="output directory (the dataset root)")
-    p.add_argument("--train", type=int, default=60, help="number of train images (default 60)")
-    p.add_argument("--val", type=int, default=20, help="number of val images (default 20)")
-    p.add_argument("--size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"),
-                   help="image height and width (default 128 160)")
+    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help="which set: voc (VOC-like RGB objects, the default) or gray4 (grey PNGs, "
+                        "background + three nested structures); the defaults below are the preset's")
+    p.add_argument("--train", type=int, default=None, help=f"number of train images (default {voc.train})")
+    p.add_argument("--val", type=int, default=None, help=f"number of val images (default {voc.val})")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help=f"image height and width (default voc {voc.size[0]} {voc.size[1]}, "
+                        f"gray4 {gray4.size[0]} {gray4.size[1]})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--classes", type=int, default=5, metavar="K",
-                   help="foreground classes, VOC indices 1..K (default 5)")
+    p.add_argument("--classes", type=int, default=None, metavar="K",
+                   help=f"foreground classes, VOC indices 1..K (default {voc.num_classes}; gray4: "
+                        f"{gray4.num_classes} only)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty directory that is not a synthetic set")
     args = p.parse_args(argv)
     try:
-        s = generate(args.out, args.train, args.val, tuple(args.size), args.seed, args.classes,
-                     overwrite=args.overwrite)
+        s = generate(args.out, args.train, args.val, None if args.size is None else tuple(args.size),
+                     args.seed, args.classes, overwrite=args.overwrite, preset=args.preset)
     except (DatasetError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    st = s["stats"]
-    print(f"wrote {args.train} train + {args.val} val images ({args.size[0]}x{args.size[1]}, "
+    st, par = s["stats"], s["params"]
+    print(f"wrote {par['train']} train + {par['val']} val images ({par['size'][0]}x{par['size'][1]}, "
           f"classes {', '.join(s['classes'])}) to {args.out}\n"
           f"scribbles label {100 * st['scribble_coverage']:.1f} % of pixels; pseudo-label mIoU "
           f"vs masks (train, 255 as background, as datasets.score_labels) "

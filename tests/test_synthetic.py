@@ -1,5 +1,5 @@
 """The synthetic dataset (datasets/synthetic.py): SPEC §1 layout, SPEC §2 distance maps, label
-quality, determinism, refusal to overwrite, the CLI."""
+quality, determinism, refusal to overwrite, the CLI, the presets (voc, gray4) and dataset.yaml."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,8 @@ from scipy import ndimage
 from datasets import synthetic
 from datasets.distance_map import pseudo_distance_map, scribble_distance_map
 from datasets.layout import CLASSES, PSEUDO_SYNTHETIC, DatasetError, Layout, read_ids, split_path
-from datasets.synthetic import MARKER, generate
+from datasets.meta import META_FILE, VOC_META, load_meta
+from datasets.synthetic import GRAY4_CLASSES, GRAY4_PALETTE, MARKER, PRESETS, generate, sample
 from utils.io import read_image, read_label
 from utils.palette import voc_palette
 
@@ -167,7 +168,7 @@ def test_deterministic_for_a_seed_and_independent_of_the_set_size(make_synthetic
     a = _tree(make_synthetic(train=2, val=1))
     b = _tree(make_synthetic(train=2, val=1))
     assert a == b
-    assert len(a) == 3 * 6 + 2 + 1  # 3 ids x 6 fields, 2 id lists, the marker
+    assert len(a) == 3 * 6 + 2 + 1  # 3 ids x 6 fields, 2 id lists, the marker (no dataset.yaml)
     c = _tree(make_synthetic(train=2, val=1, seed=1))
     assert a.keys() == c.keys()
     for p in a:
@@ -229,6 +230,8 @@ def test_a_failed_run_leaves_no_id_lists_and_can_be_rerun(tmp_path, monkeypatch)
 @pytest.mark.parametrize("kw, match", [
     (dict(num_classes=21), "num_classes"), (dict(num_classes=0), "num_classes"),
     (dict(size=(16, 64)), "too small"), (dict(val=0), "at least one"), (dict(seed=-1), "seed"),
+    (dict(preset="gray5"), "unknown preset 'gray5'; known: voc, gray4"),
+    (dict(preset="gray4", num_classes=5), r"num_classes.*is 3 \(body, organ, lesion\), got 5"),
 ])
 def test_bad_arguments(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -267,3 +270,107 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path):
     assert "not empty" in r.stderr and "--overwrite" in r.stderr and "Traceback" not in r.stderr
     r = _cli("--out", str(tmp_path / "new"), "--size", "8", "8")
     assert r.returncode == 1 and "too small" in r.stderr and "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- presets, dataset.yaml
+def test_the_default_set_takes_the_voc_defaults(synthetic_root, make_synthetic):
+    """No dataset.yaml: VOC's 21 names, .jpg, VOC palette, as for ScribbleSup; and a gray4 set
+    regenerated as the default loses the description it wrote."""
+    assert not (synthetic_root / META_FILE).exists()
+    meta = load_meta(str(synthetic_root))
+    assert meta is VOC_META and meta.classes[:6] == CLASSES[:6] and meta.image_suffix == ".jpg"
+    assert np.array_equal(meta.palette_array(), voc_palette())  # the masks' palette, unchanged
+    root = make_synthetic(train=2, val=1, size=(48, 48), preset="gray4", num_classes=None)
+    assert (root / META_FILE).is_file()
+    synthetic.generate(str(root), train=2, val=1, size=(48, 48), progress=False)
+    assert not (root / META_FILE).exists() and not list((root / "JPEGImages").glob("*.png"))
+    assert load_meta(str(root)) is VOC_META
+
+
+def test_the_default_preset_is_voc(make_synthetic):
+    """`preset="voc"` is what every call without a preset writes, byte for byte (the bytes of the
+    default set are those before presets existed, plus dataset.yaml)."""
+    assert synthetic.DEFAULT_PRESET == "voc" and PRESETS["voc"].size == (128, 160)
+    plain, named = make_synthetic(train=2, val=1), make_synthetic(train=2, val=1, preset="voc")
+    assert _tree(plain) == _tree(named)
+    assert "preset" not in json.loads((plain / MARKER).read_text())["params"]
+    assert np.array_equal(sample("train", 1, (64, 80))["image"],
+                          sample("train", 1, (64, 80), preset="voc", num_classes=5)["image"])
+
+
+def _touching(mask: np.ndarray) -> set:
+    """Unordered pairs of values that are 4-neighbours somewhere in the mask."""
+    pairs = set()
+    for a, b in ((mask[:, :-1], mask[:, 1:]), (mask[:-1], mask[1:])):
+        diff = a != b
+        pairs |= {frozenset(p) for p in zip(a[diff].tolist(), b[diff].tolist())}
+    return pairs
+
+
+NOT_NESTED = {frozenset({3, 0}), frozenset({3, 1}), frozenset({2, 0})}
+
+
+def test_gray4_set(make_synthetic):
+    root = make_synthetic(train=4, val=2, size=(64, 64), preset="gray4", num_classes=None)  # K: 3
+    meta = load_meta(str(root))
+    assert meta.classes == GRAY4_CLASSES == ("background", "body", "organ", "lesion")
+    assert meta.num_classes == 4 and meta.image_suffix == ".png" and meta.background == 0
+    assert meta.palette == GRAY4_PALETTE and len(set(meta.palette)) == 4
+    assert meta.splits_dir == os.path.join("ImageSets", "SegmentationAug")
+    summary = json.loads((root / MARKER).read_text())
+    assert summary["params"] == dict(train=4, val=2, size=[64, 64], seed=0, num_classes=3, preset="gray4")
+    assert summary["classes"] == list(GRAY4_CLASSES) and summary["stats"]["scribble_agreement"] == 1.0
+    assert not list((root / "JPEGImages").glob("*.jpg"))
+    lay = Layout(root, FOLDERS)
+    for id_ in _ids(root):
+        with Image.open(root / "JPEGImages" / f"{id_}.png") as img:
+            assert (img.format, img.mode, img.size) == ("PNG", "L", (64, 64))
+            image = np.asarray(img)
+        assert image.std() > 10
+        with Image.open(lay.path("mask", id_)) as img:
+            assert img.mode == "P"
+            pal = np.asarray(img.getpalette(), np.uint8).reshape(-1, 3)
+            assert np.array_equal(pal[:4], np.asarray(GRAY4_PALETTE))
+        mask, scr, pseudo, dist_s, dist_c = (read_label(lay.path(f, id_))
+                                             for f in ("mask", "scribble", "pseudo", "dist_s", "dist_c"))
+        assert set(np.unique(mask).tolist()) == {0, 1, 2, 3}  # dense: every structure, no void band
+        assert not _touching(mask) & NOT_NESTED, id_
+        assert set(np.unique(scr).tolist()) <= {0, 1, 2, 3, 255} and (scr == 0).any()
+        assert set(np.unique(pseudo).tolist()) <= {0, 1, 2, 3, 255}
+        lab = scr != 255
+        assert np.array_equal(scr[lab], mask[lab])
+        assert np.array_equal(dist_s, scribble_distance_map(scr))
+        assert np.array_equal(dist_c, pseudo_distance_map(pseudo))
+    assert _tree(root) == _tree(make_synthetic(train=4, val=2, size=(64, 64), preset="gray4", num_classes=3))
+
+
+@pytest.mark.parametrize("size", [(48, 48), (192, 192), (96, 160)])
+def test_gray4_structures_are_nested_at_any_size(size):
+    for i in range(6):
+        smp = sample("train", i, size, seed=3, preset="gray4")
+        assert smp["image"].shape == size and smp["image"].dtype == np.uint8
+        assert set(np.unique(smp["mask"]).tolist()) == {0, 1, 2, 3}
+        assert not _touching(smp["mask"]) & NOT_NESTED, (size, i)
+        fg = smp["mask"] > 0   # the body stays inside the image
+        assert not (fg[0].any() or fg[-1].any() or fg[:, 0].any() or fg[:, -1].any())
+    assert sample("val", 0, preset="gray4")["mask"].shape == (192, 192)  # the preset's size
+
+
+def test_regenerating_as_another_preset_leaves_no_old_images(make_synthetic):
+    root = make_synthetic(train=2, val=1, size=(48, 64))
+    generate(str(root), train=2, val=1, size=(48, 64), preset="gray4", progress=False)
+    assert not list((root / "JPEGImages").glob("*.jpg"))
+    assert _tree(root) == _tree(make_synthetic(train=2, val=1, size=(48, 64), preset="gray4", num_classes=3))
+    assert load_meta(str(root)).image_suffix == ".png"
+
+
+def test_cli_gray4(tmp_path):
+    out = str(tmp_path / "cli")
+    r = _cli("--out", out, "--preset", "gray4", "--train", "1", "--val", "1", "--size", "48", "48")
+    assert r.returncode == 0, r.stderr
+    assert "(48x48, classes background, body, organ, lesion)" in r.stdout
+    api = str(tmp_path / "api")
+    generate(api, train=1, val=1, size=(48, 48), preset="gray4", progress=False)
+    assert _tree(api) == _tree(out)
+    r = _cli("--out", str(tmp_path / "x"), "--preset", "gray4", "--classes", "2")
+    assert r.returncode == 1 and "num_classes" in r.stderr and "Traceback" not in r.stderr
