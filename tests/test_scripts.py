@@ -57,6 +57,9 @@ def test_scripts_are_found_and_parsed():
     assert "--checkpoint_path" in invocations(os.path.join(REPO, "scripts", "emlc_r50_deeplabv2.sh"))[1][1]
     assert found["make_pseudo_labels.sh"] == ["make_pseudo_labels.py"] * 2
     assert found["quickstart.sh"] == ["make_pseudo_labels.py"] * 2 + ["train.py", "eval.py"]
+    assert found["train_slurm.sh"] == ["train.py"]  # run for real in tests/test_multinode.py
+    slurm = invocations(os.path.join(REPO, "scripts", "train_slurm.sh"))[0][1]
+    assert train.parse_args(slurm).resume == "auto"  # a requeued job continues
     # a flag the parser does not know is caught (the test can fail)
     with pytest.raises(SystemExit):
         train.parse_args(["--pseudo_path", "x", "--no_such_flag", "1"])

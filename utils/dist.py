@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,20 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def _attempt_store():
+    """torchrun's store with this restart attempt's own key space, or None (plain env://).
+
+    torchrun's c10d rendezvous hosts one TCPStore for every restart of a worker group, and
+    env:// does not prefix the workers' keys per attempt, so a restarted gloo rank could read
+    the dead group's addresses ("connectFullMesh failed", or a hang) when the new ranks start
+    a few seconds apart. A prefix of TORCHELASTIC_RESTART_COUNT keeps each attempt apart."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"/cdsp/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def init_distributed(device_arg: str = "auto") -> torch.device:
     """Initialise the process group when launched by torchrun; return this process's device.
 
@@ -36,7 +51,13 @@ def init_distributed(device_arg: str = "auto") -> torch.device:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if want_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+        backend = "nccl" if want_cuda else "gloo"
+        store = _attempt_store()
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]))
     if want_cuda:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device_arg not in ("auto", "cpu", "cuda"):
