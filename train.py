@@ -213,12 +213,15 @@ class SegmentationTask(Task):
 # ----------------------------------------------------------------------------- main
 def run_meta(args):
     """The dataset description this run trains with; sets args.numclasses from it (SPEC's
-    foreground rules, LoRM's mask and D_c, need a background class: refused without one)."""
+    foreground rules, LoRM's mask, D_s and D_c, need a background class: refused without one)."""
     meta = resolve_num_classes(load_meta(args.dataset_path), args.numclasses)
     args.numclasses = meta.num_classes
-    for weight, what in ((args.l_lorm, "LoRM (--l_lorm)"), (args.l_dc, "DEL on D_c (--l_dc)")):
-        if weight:
-            meta.require_background(what)
+    # D_s's seeds are the foreground scribbles, D_c's the foreground's boundary, LoRM's mask the
+    # pseudo-label's foreground (SPEC §2, §4): all three mean "not background"
+    terms = [what for weight, what in ((args.l_lorm, "LoRM (--l_lorm)"), (args.l_ds, "DEL on D_s (--l_ds)"),
+                                       (args.l_dc, "DEL on D_c (--l_dc)")) if weight]
+    if terms:
+        meta.require_background(" and ".join(terms))
     return meta
 
 

@@ -10,9 +10,9 @@ suffix, where the id lists are. Read from an optional `<root>/dataset.yaml`:
 
 Every key but `classes` is optional; without the file the VOC / ScribbleSup values apply
 (`VOC_META`). Checkpoints store `to_dict()` under "dataset_meta", so inference needs no dataset.
-A set without a background class (`background: null`) trains with partial CE, pseudo CE and
-D_s, but LoRM, D_c and the CAM stage are defined by background vs foreground: they refuse it
-with a message naming the options (`require_background`).
+A set without a background class (`background: null`) trains with partial CE and pseudo CE;
+LoRM, D_s, D_c and the CAM stage are defined by foreground vs background (SPEC §2-4): they
+refuse it with a message naming the options (`require_background`).
 """
 from __future__ import annotations
 
@@ -120,9 +120,10 @@ class DatasetMeta:
     def require_background(self, what: str) -> None:
         """MetaError unless the set has a background class (LoRM, D_c and the CAM stage need one)."""
         if self.background is None:
-            raise MetaError(f"{self.source}: {what} needs a background class (background: 0); this set "
-                            f"has none. Options: add a background class at index 0, or train without "
-                            f"it (--l_lorm 0 --l_dc 0, pseudo-labels from elsewhere)")
+            raise MetaError(f"{self.source}: no background class (background: null), but one is needed "
+                            f"by {what}. Options: add a background class at index 0, or train "
+                            f"with partial CE and pseudo CE only (--l_lorm 0 --l_ds 0 --l_dc 0, "
+                            f"pseudo-labels from elsewhere)")
 
 
 VOC_META = DatasetMeta(VOC_CLASSES, tuple(tuple(int(v) for v in c) for c in voc_palette(len(VOC_CLASSES))))

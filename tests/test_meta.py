@@ -76,6 +76,6 @@ def test_numclasses_defaults_to_the_description_and_conflicts_are_errors(tmp_pat
 
 def test_no_background_refuses_what_needs_one():
     meta = DatasetMeta.from_dict({"classes": ["road", "car"], "background": None}, "x/dataset.yaml")
-    with pytest.raises(MetaError, match="LoRM needs a background class.*--l_lorm 0 --l_dc 0"):
+    with pytest.raises(MetaError, match="no background class.*needed by LoRM.*--l_lorm 0 --l_ds 0 --l_dc 0"):
         meta.require_background("LoRM")
     VOC_META.require_background("LoRM")  # has one: no error

@@ -115,12 +115,15 @@ def test_dataset_description_sets_the_classes_and_checks_labels(make_synthetic, 
     assert str(scribble) in err and "outside 0..2 (3 classes)" in err
 
 
-def test_a_set_without_background_refuses_lorm_and_d_c(make_synthetic, tmp_path, capsys):
+def test_a_set_without_background_refuses_lorm_d_s_and_d_c(make_synthetic, tmp_path, capsys):
     root = make_synthetic(num_classes=2)
     (root / "dataset.yaml").write_text("classes: [x, a, b]\nbackground: null\n")
     assert run(root, tmp_path / "log", "--epochs", "1") == 1
     err = capsys.readouterr().err
-    assert "LoRM (--l_lorm) needs a background class" in err and "--l_lorm 0 --l_dc 0" in err
+    assert "one is needed by LoRM (--l_lorm) and DEL on D_s (--l_ds) and DEL on D_c (--l_dc)" in err
+    assert "--l_lorm 0 --l_ds 0 --l_dc 0" in err and "Traceback" not in err
+    # partial CE + pseudo CE train on it (labels 0..2 all classes, none background)
+    assert run(root, tmp_path / "log2", "--epochs", "1", "--l_lorm", "0", "--l_ds", "0", "--l_dc", "0") == 0
 
 
 def test_batch_of_one_without_syncbn_is_refused(synthetic_root, tmp_path, capsys):
