@@ -88,9 +88,8 @@ BLOB_SKELETON_RATIO = 0.5   # a skeleton shorter than this x the equivalent radi
 JITTER_PX = 5.0         # rim wobble before smoothing (about 1 px after the 25-point average)
 JITTER_WINDOW = 25
 WEIGHT_JITTER = 1e-3    # random tie-breaking on the skeleton graph's edge weights
-# Imported once by the worker forkserver. Not this module itself: under `python -m` the workers
-# also run it as __mp_main__, and a preloaded copy makes runpy warn.
-_PRELOAD = ["cv2", "scipy.sparse.csgraph", "datasets.layout", "utils.io"]
+# Imported once by the worker forkserver (utils.parallel leaves out the `python -m` module itself).
+_PRELOAD = ["cv2", "scipy.sparse.csgraph", "datasets.layout", "utils.io", "datasets.simulate_scribbles"]
 
 
 # ---------------------------------------------------------------------------------------------

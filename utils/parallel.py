@@ -3,6 +3,7 @@ once on Ctrl-C, and safe to start from a process that already ran OpenCV."""
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from typing import Callable, Iterable, Iterator, Sequence
 
 
@@ -18,7 +19,10 @@ def process_pool(workers: int, preload: Iterable[str] = ()):
     so workers come from a forkserver (which imports the `preload` modules once).
     """
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(preload))
+    # Not the running `python -m` module itself: the workers also run it as __mp_main__, and a
+    # preloaded copy as well makes runpy warn ("found in sys.modules ... prior to execution").
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    ctx.set_forkserver_preload([m for m in preload if spec is None or m != spec.name])
     return ctx.Pool(workers, initializer=_init_worker)
 
 
