@@ -22,13 +22,13 @@ import torch
 from models.deeplabv2 import DeepLabV2Head
 from models.deeplabv3p import DeepLabV3pHead
 from models.lorm import LoRM, foreground_mask, lorm_reference, resize_mask
-from models.resnet import DEPTHS, DilatedResNet, dilated_resnet
+from models.resnet import DEPTHS, DilatedResNet
 
 MODEL_TYPES = ("deeplabv2", "deeplabv3p")
 LAYERS = tuple(sorted(DEPTHS))
 
 __all__ = ["MODEL_TYPES", "LAYERS", "DeepLab", "build_model", "LoRM",
-           "foreground_mask", "lorm_reference", "DilatedResNet", "dilated_resnet"]
+           "foreground_mask", "lorm_reference", "DilatedResNet"]
 
 
 class DeepLab(DilatedResNet):

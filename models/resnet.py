@@ -285,10 +285,3 @@ def _check_backbone_state(state: Mapping[str, torch.Tensor], expected: Mapping[s
             parts.append(f"{len(items)} {what}: {', '.join(items[:show])}{more}")
     raise ValueError(f"{source}: not a ResNet-{depth} backbone state_dict; it looks like "
                      f"{guess_depth(state)}. " + "; ".join(parts))
-
-
-def dilated_resnet(depth: int, pretrained: str | os.PathLike | None = None) -> DilatedResNet:
-    """The OS-8 ResNet-`depth` backbone, initialised as DilatedResNet.load_backbone says."""
-    net = DilatedResNet(depth)
-    net.load_backbone(pretrained)
-    return net

@@ -249,9 +249,9 @@ def test_a_wrong_declaration_is_an_error():
 
 
 def test_bottleneck_backbone_folds_every_bn():
-    from models.resnet import dilated_resnet
+    from models.resnet import DilatedResNet
 
-    net = _randomise_bn(dilated_resnet(50))
+    net = _randomise_bn(DilatedResNet(50))
     x = _image(40, 40)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small convolutions on a busy machine

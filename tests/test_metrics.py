@@ -87,8 +87,6 @@ def test_meter_accumulates_and_all_reduce_is_noop_without_dist():
     m.update(PRED[2:], TARGET[2:].to(torch.uint8))
     assert torch.equal(m.all_reduce().conf, CONF)
     assert m.scores()["miou"] == pytest.approx(scores(CONF)["miou"])
-    m.reset()
-    assert m.conf.sum() == 0
 
 
 def _rank_worker(r, world, init_file, out_file):

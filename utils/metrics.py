@@ -57,9 +57,6 @@ class ConfusionMeter:
                                 device=device if device is not None else "cpu")
         self._placed = device is not None
 
-    def reset(self) -> None:
-        self.conf.zero_()
-
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         if not self._placed:
