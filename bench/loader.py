@@ -9,10 +9,15 @@ first. Two baselines run in the same process on the same files:
 - sequential: the same augmentation done op by op on whole images, as the authors' pipeline
   did (resize, rotate, blur, flip, pad, crop: up to a 2x-upscaled frame per field).
 The ratios printed are TrainTransform's images/s over each baseline's.
+
+The JPEG decode (utils.io.read_image: OpenCV) is also measured against the previous path,
+Pillow (read_image_pillow), both alone and inside the whole loader (the dataset's decode
+swapped for the run), after checking that both give the same pixels on every image.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -31,7 +36,8 @@ from datasets.layout import (DEFAULT_FOLDERS, LABEL_FIELDS, MAP_FIELDS,  # noqa:
                              PSEUDO_SYNTHETIC, SPLIT_DIR)
 from datasets.scribble import TRAIN_FIELDS, ScribbleDataset  # noqa: E402
 from datasets.transforms import TrainTransform, _to_tensors  # noqa: E402
-from utils.io import save_png  # noqa: E402
+import datasets.scribble  # noqa: E402
+from utils.io import read_image, read_image_pillow, save_png  # noqa: E402
 
 
 # ---------------------------------------------------------------- a ScribbleSup-sized set
@@ -112,6 +118,28 @@ def _as_list(batch):
     return batch
 
 
+@contextlib.contextmanager
+def decoded_by(read):
+    """The dataset decodes images with `read` meanwhile (the loader's workers fork from here)."""
+    before = datasets.scribble.read_image
+    datasets.scribble.read_image = read
+    try:
+        yield
+    finally:
+        datasets.scribble.read_image = before
+
+
+def decode_ms(paths: list[str], read, repeat: int) -> float:
+    """Best-of-`repeat` mean milliseconds per image of `read` over `paths`."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for path in paths:
+            read(path)
+        best = min(best, (time.perf_counter() - start) / len(paths) * 1e3)
+    return best
+
+
 def images_per_second(dataset, n: int, batch: int, name: str, collate=None) -> float:
     """Images/s over n images, one worker, timed from the first batch (worker start-up excluded)."""
     torch.manual_seed(0)
@@ -142,21 +170,32 @@ def main(argv=None) -> None:
         make = lambda t: ScribbleDataset(root, "train", TRAIN_FIELDS,  # noqa: E731
                                          folders={"pseudo": args.pseudo}, transform=t)
         n = min(args.n, len(make(None)) - args.batch)
-        pipelines = {"read": (make(None), _as_list),
-                     "sequential": (make(SequentialTransform(465)), None),
-                     "ours": (make(TrainTransform(465)), None)}
+        ds = make(None)
+        paths = [ds.layout.path("image", id_) for id_ in ds.ids[:n]]
+        same = all(np.array_equal(read_image(p), read_image_pillow(p)) for p in paths)
+        ms = {"opencv": decode_ms(paths, read_image, 3 * args.repeat),
+              "pillow": decode_ms(paths, read_image_pillow, 3 * args.repeat)}
+        pipelines = {"read": (make(None), _as_list, read_image),
+                     "sequential": (make(SequentialTransform(465)), None, read_image),
+                     "ours": (make(TrainTransform(465)), None, read_image),
+                     "ours, Pillow decode": (make(TrainTransform(465)), None, read_image_pillow)}
         best = dict.fromkeys(pipelines, 0.0)
         for _ in range(args.repeat):  # interleaved, best of: the machine may be shared
-            for name, (ds, collate) in pipelines.items():
-                best[name] = max(best[name], images_per_second(ds, n, args.batch, name, collate))
-        read, seq, ours = best["read"], best["sequential"], best["ours"]
+            for name, (ds, collate, read) in pipelines.items():
+                with decoded_by(read):
+                    best[name] = max(best[name], images_per_second(ds, n, args.batch, name, collate))
+        read, seq, ours, ours_pil = (best[k] for k in ("read", "sequential", "ours", "ours, Pillow decode"))
     print(f"training pipeline, 1 worker, crop 465, fields {', '.join(TRAIN_FIELDS)}, "
           f"{n} images, batch {args.batch}, best of {args.repeat}")
     print(f"  read only (no transform)   {read:7.1f} images/s")
     print(f"  sequential ops (baseline)  {seq:7.1f} images/s")
     print(f"  TrainTransform             {ours:7.1f} images/s")
+    print(f"  TrainTransform, Pillow decode (previous path) {ours_pil:7.1f} images/s")
     print(f"  ratio TrainTransform / sequential: {ours / seq:.2f}x; "
-          f"/ read only: {ours / read:.2f}")
+          f"/ read only: {ours / read:.2f}; / Pillow decode: {ours / ours_pil:.2f}x")
+    print(f"JPEG decode alone ({n} images, best of {3 * args.repeat}): OpenCV {ms['opencv']:.2f} ms, "
+          f"Pillow {ms['pillow']:.2f} ms per image: {ms['pillow'] / ms['opencv']:.2f}x; "
+          f"same pixels on every image: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,48 @@ def test_other_failures_pass_through_unchanged(tmp_path):
             f.write("partial")
             1 / 0
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- reading images
+def _jpegs(folder) -> dict:
+    """The JPEG kinds a dataset may hold, written by Pillow."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90": ignored by the decode (the masks are stored unrotated)
+    kinds = {"rgb": lambda p: Image.fromarray(rgb).save(p, quality=90),
+             "grey": lambda p: Image.fromarray(rgb[..., 0], "L").save(p),
+             "cmyk": lambda p: Image.fromarray(rgb).convert("CMYK").save(p),
+             "exif": lambda p: Image.fromarray(rgb).save(p, exif=exif),
+             "progressive": lambda p: Image.fromarray(rgb).save(p, progressive=True, subsampling=2)}
+    paths = {}
+    for name, write in kinds.items():
+        paths[name] = str(folder / f"{name}.jpeg" if name == "grey" else folder / f"{name}.jpg")
+        write(paths[name])
+    return paths
+
+
+def test_jpeg_decode_gives_pillows_pixels(tmp_path):
+    from utils.io import read_image, read_image_pillow
+    for name, path in _jpegs(tmp_path).items():
+        fast, reference = read_image(path), read_image_pillow(path)
+        assert fast.shape == (40, 56, 3) and fast.dtype == np.uint8, name
+        assert np.array_equal(fast, reference), name
+
+
+def test_a_truncated_jpeg_is_one_error_naming_the_file(tmp_path):
+    from conftest import corrupt_file
+    from utils.io import read_image
+    path = _jpegs(tmp_path)["rgb"]
+    with open(path, "rb") as f:
+        data = f.read()
+    half = str(tmp_path / "half.jpg")
+    with open(half, "wb") as f:
+        f.write(data[: len(data) // 2])
+    corrupt_file(path)
+    for bad in (path, half):
+        with pytest.raises(OSError, match=f"^{bad}: cannot decode"):
+            read_image(bad)
+    with pytest.raises(FileNotFoundError, match="missing.jpg: file not found"):
+        read_image(str(tmp_path / "missing.jpg"))

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -176,8 +177,50 @@ def read_label(path: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
 def read_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
+    """(H, W, 3) uint8 RGB.
+
+    Grey and colour JPEGs are decoded by OpenCV: the same pixels as Pillow (both libjpeg-turbo)
+    in less time (bench/loader.py). The EXIF orientation is ignored, as Pillow's decode does and
+    as the masks assume. Other formats, CMYK JPEGs, and a JPEG OpenCV cannot decode (truncated,
+    ...) go to Pillow (read_image_pillow), whose error names the problem."""
+    if path.lower().endswith(JPEG_SUFFIXES):
+        try:
+            data = np.fromfile(path, np.uint8)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: file not found") from None
+        except OSError as e:
+            raise OSError(f"{path}: cannot read ({e.strerror or e})") from None
+        if _jpeg_components(data[:1 << 16].tobytes()) in (1, 3):  # CMYK: Pillow's colours differ by 1
+            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            if bgr is not None:
+                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return read_image_pillow(path)
+
+
+def _jpeg_components(head: bytes) -> int | None:
+    """The number of colour components in a JPEG's frame header (None: not found)."""
+    if head[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7:  # fill byte, restart markers: no length
+            i += 1 if marker == 0xFF else 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            return head[i + 9]
+        i += 2 + ((head[i + 2] << 8) | head[i + 3])
+    return None
+
+
+def read_image_pillow(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB by Pillow: every format, and the error message for a bad file."""
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
