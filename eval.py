@@ -169,7 +169,7 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
     if meta is not None and meta.num_classes != int(arch["numclasses"]):
         raise CheckpointError(f"{path}: the model predicts {arch['numclasses']} classes but the "
                               f"checkpoint's dataset_meta names {meta.num_classes} "
-                              f"({', '.join(meta.classes[:6])}{', ...' if meta.num_classes > 6 else ''}); "
+                              f"({meta.preview()}); "
                               + ("drop --numclasses" if source["numclasses"] == "flag"
                                  else "the checkpoint is inconsistent"))
     return model, {"arch": arch, "source": source, "epoch": ckpt.get("epoch"), "args": saved,

@@ -152,8 +152,7 @@ def check_dataset(root: str, splits: Sequence[str] = ("train", "val"), pseudo: s
     meta = layout.meta
     if num_classes is None:
         num_classes = meta.num_classes
-    names = ", ".join(meta.classes[:8]) + (", ..." if meta.num_classes > 8 else "")
-    report.classes = (f"{num_classes} classes ({names}; {meta.source})" if num_classes == meta.num_classes
+    report.classes = (f"{num_classes} classes ({meta.preview(8)}; {meta.source})" if num_classes == meta.num_classes
                       else f"{num_classes} classes (--numclasses)") + ", 255 ignored"
     for split in splits:
         fields = tuple((fields_by_split or {}).get(split) or

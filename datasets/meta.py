@@ -57,6 +57,10 @@ class DatasetMeta:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def preview(self, n: int = 6) -> str:
+        """The first `n` class names, for messages: "background, a, b, ..."."""
+        return ", ".join(self.classes[:n]) + (", ..." if self.num_classes > n else "")
+
     def palette_array(self) -> np.ndarray:
         """(256, 3) uint8 for mode-P PNGs: the classes' colours, VOC's for every other value
         (so 255 stays VOC's cream)."""
@@ -167,10 +171,8 @@ def require_same_classes(trained: DatasetMeta, data: DatasetMeta, checkpoint: st
     """MetaError unless a checkpoint's classes (`trained`) are the dataset's (`data`), by name
     and order: a label value means the same class to both."""
     if trained.classes != data.classes:
-        def names(m):
-            return ", ".join(m.classes[:6]) + (", ..." if m.num_classes > 6 else "")
-        raise MetaError(f"{checkpoint}: trained on {trained.num_classes} classes ({names(trained)}), but "
-                        f"{data.source} lists {data.num_classes} ({names(data)}); use the dataset "
+        raise MetaError(f"{checkpoint}: trained on {trained.num_classes} classes ({trained.preview()}), but "
+                        f"{data.source} lists {data.num_classes} ({data.preview()}); use the dataset "
                         f"the checkpoint was trained on")
 
 
@@ -186,5 +188,4 @@ def resolve_num_classes(meta: DatasetMeta, numclasses: int | None, flag: str = "
         names = [*VOC_CLASSES, *(f"class{i}" for i in range(len(VOC_CLASSES), numclasses))][:numclasses]
         return DatasetMeta.from_dict({"classes": names}, f"VOC defaults with {flag} {numclasses}")
     raise MetaError(f"{flag} {numclasses} conflicts with {meta.source}, which lists "
-                    f"{meta.num_classes} classes ({', '.join(meta.classes[:6])}"
-                    f"{', ...' if meta.num_classes > 6 else ''}); drop {flag} or fix the description")
+                    f"{meta.num_classes} classes ({meta.preview()}); drop {flag} or fix the description")
