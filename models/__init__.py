@@ -37,13 +37,14 @@ class DeepLab(DilatedResNet):
     """
 
     def __init__(self, model_type: str, layers: int, num_classes: int, lorm: bool,
-                 lorm_temperature: float = 1.0):
+                 lorm_temperature: float = 1.0, lorm_explicit: bool = False):
         super().__init__(layers)
         if model_type == "deeplabv2":
             self.layer_pred0 = DeepLabV2Head(self.channels, num_classes)
         else:
             self.layer_pred0 = DeepLabV3pHead(self.channels, self.low_level_channels, num_classes)
-        self.layer_camatt = LoRM(self.channels, temperature=lorm_temperature) if lorm else None
+        self.layer_camatt = LoRM(self.channels, temperature=lorm_temperature,
+                                 explicit=lorm_explicit) if lorm else None
         self.model_type = model_type
         self.num_classes = num_classes
         self.output_stride = self.layer_pred0.output_stride
@@ -79,12 +80,14 @@ class DeepLab(DilatedResNet):
 
 
 def build_model(model_type: str, layers: int, num_classes: int = 21, lorm: bool = True,
-                pretrained: str | os.PathLike | None = None, lorm_temperature: float = 1.0) -> DeepLab:
+                pretrained: str | os.PathLike | None = None, lorm_temperature: float = 1.0,
+                lorm_explicit: bool = False) -> DeepLab:
     """DeepLab `model_type` ("deeplabv2" | "deeplabv3p") on ResNet-`layers` (18/34/50/101).
 
     pretrained (backbone only): None/"none" random init, "imagenet" torchvision IMAGENET1K_V1,
     or a local torchvision-style ResNet state_dict file. Heads and LoRM are always random.
-    lorm_temperature divides LoRM's cosine logits (1: the paper's formula).
+    lorm_temperature divides LoRM's cosine logits (1: the paper's formula); lorm_explicit
+    computes LoRM with the explicit (B, hw, hw) matrix (the authors' cost, same values: benchmarks).
     """
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}")
@@ -92,6 +95,6 @@ def build_model(model_type: str, layers: int, num_classes: int = 21, lorm: bool 
         raise ValueError(f"layers must be one of {', '.join(map(str, LAYERS))}; got {layers!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    model = DeepLab(model_type, layers, num_classes, lorm, lorm_temperature)
+    model = DeepLab(model_type, layers, num_classes, lorm, lorm_temperature, lorm_explicit)
     model.load_backbone(pretrained)
     return model

@@ -97,9 +97,12 @@ class LoRM(nn.Module):
     State dict keys: query_conv.{weight,bias}, key_conv.{weight,bias}, gamma (shape (1,)).
     `fused`: None picks per device from FUSED_ATTENTION; True/False forces it (bench/lorm.py).
     `temperature` divides the cosine logits; 1 is the paper's formula (an opt-in for ablations).
+    `explicit`: compute the explicit (B, hw, hw) matrix instead (lorm_reference, the authors'
+    cost; same values): the baseline of the benchmarks.
     """
 
-    def __init__(self, channels: int, fused: bool | None = None, temperature: float = 1.0):
+    def __init__(self, channels: int, fused: bool | None = None, temperature: float = 1.0,
+                 explicit: bool = False):
         super().__init__()
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ValueError(f"LoRM temperature must be a positive number, got {temperature!r}")
@@ -108,6 +111,7 @@ class LoRM(nn.Module):
         self.key_conv = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.ones(1))
         self.fused = fused
+        self.explicit = bool(explicit)
         for conv in (self.query_conv, self.key_conv):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
@@ -123,6 +127,8 @@ class LoRM(nn.Module):
         if fg_mask.shape != (B, h, w):
             raise ValueError(f"fg_mask must be {(B, h, w)} to match features {tuple(x.shape)}, "
                              f"got {tuple(fg_mask.shape)}")
+        if self.explicit:
+            return self.forward_reference(x, fg_mask)
         N = h * w
         fused = FUSED_ATTENTION.get(x.device.type, False) if self.fused is None else self.fused
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C): one row per position, a view of x

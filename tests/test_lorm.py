@@ -174,3 +174,28 @@ def test_foreground_mask_equals_authors_resize_on_random_labels():
         before = pseudo.clone()
         assert torch.equal(foreground_mask(pseudo, size), authors_mask(pseudo, size))
         assert torch.equal(pseudo, before)
+
+
+def test_explicit_option_computes_the_full_matrix_with_the_same_values(monkeypatch):
+    """build_model(lorm_explicit=True) (the benchmarks' baseline) runs lorm_reference's
+    (B, hw, hw) matrix inside the model and gives what the foreground-rows path gives."""
+    from models import build_model
+    from models.lorm import foreground_mask
+
+    torch.manual_seed(0)
+    rows = build_model("deeplabv2", 18, 5, lorm=True).double().eval()
+    explicit = build_model("deeplabv2", 18, 5, lorm=True, lorm_explicit=True).double().eval()
+    explicit.load_state_dict(rows.state_dict())
+    image = torch.randn(2, 3, 33, 33, dtype=torch.float64)
+    pseudo = torch.randint(0, 5, (2, 33, 33))
+    pseudo[1] = 0  # one image without foreground
+    a, b = rows(image, pseudo), explicit(image, pseudo)
+    assert b["feat_rect"].abs().max() > 0
+    assert torch.allclose(a["feat_rect"], b["feat_rect"], rtol=1e-10, atol=1e-12)
+    calls = []  # the explicit model really goes through the explicit formula, the other not
+    monkeypatch.setattr("models.lorm.lorm_reference", lambda *a, **k: calls.append(1) or lorm_reference(*a, **k))
+    explicit(image, pseudo)
+    rows(image, pseudo)
+    assert calls == [1]
+    fg = foreground_mask(pseudo, a["feat"].shape[-2:])
+    assert torch.equal(b["feat_rect"].abs().sum(1) > 0, fg)  # zero exactly at the background
