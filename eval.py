@@ -185,7 +185,7 @@ def _as_input(image, device) -> torch.Tensor:
         image = ValTransform(None)({"image": image})["image"]
     if image.dim() == 3:
         image = image[None]
-    return image.to(device, torch.float32)
+    return image.to(device, torch.float32, non_blocking=True)
 
 
 def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
@@ -348,7 +348,7 @@ def evaluate(args) -> dict:
     try:
         bar = tqdm(loader, desc="eval", disable=not main_proc, dynamic_ncols=True)
         for sample in bar:
-            mask = sample["mask"].to(device)
+            mask = sample["mask"].to(device, non_blocking=True)
             probs = predict(model, sample["image"], args.scales, args.base_size, args.crop_size,
                             args.stride_rate, args.flip, args.crop_batch, amp)
             image = denormalize(sample["image"]) if (args.overlay or crf) else None

@@ -202,8 +202,8 @@ def validate(model, loader, device, classes) -> dict:
     num_fg = len(classes) - 1
     counts = torch.zeros((3, num_fg), device=device, dtype=torch.float64)  # tp, fp, fn
     for s in loader:
-        pred = model(s["image"][None].to(device)).float()[0] > 0
-        y = s["target"].to(device) > 0.5
+        pred = model(s["image"][None].to(device, non_blocking=True)).float()[0] > 0
+        y = s["target"].to(device, non_blocking=True) > 0.5
         counts += torch.stack([pred & y, pred & ~y, ~pred & y]).double()
     dist.all_reduce_sum(counts)
     model.train()
@@ -221,7 +221,7 @@ def cam_grid(model, batch, n: int = 4) -> np.ndarray:
     with torch.no_grad():
         was = model.training
         model.eval()
-        cams = model.cam(batch["image"][:n].to(next(model.parameters()).device)).float()
+        cams = model.cam(batch["image"][:n].to(next(model.parameters()).device, non_blocking=True)).float()
         model.train(was)
     cams = F.interpolate(cams, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
     rows = []
@@ -252,7 +252,8 @@ class CAMTask(Task):
 
     def loss(self, batch):
         num_fg = self.meta.num_classes - 1
-        target = torch.stack([multi_hot(self.labels[i], num_fg) for i in batch["id"]]).to(self.device)
+        target = torch.stack([multi_hot(self.labels[i], num_fg) for i in batch["id"]]).to(self.device,
+                                                                                        non_blocking=True)
         with self.autocast():
             logits = self.model(batch["image"].to(self.device, non_blocking=True))
         loss = F.multilabel_soft_margin_loss(logits.float(), target)
@@ -283,7 +284,8 @@ def train(args) -> dict:
     loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     val_set = _val_set(args, meta.num_classes)
     val_loader = None if val_set is None else DataLoader(
-        val_set, batch_size=None, sampler=dist.ShardSampler(len(val_set)), num_workers=args.workers)
+        val_set, batch_size=None, sampler=dist.ShardSampler(len(val_set)), num_workers=args.workers,
+        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
 
     try:
         model = build_cam_net(args.layers, meta.num_classes - 1, args.pretrained, args.output_stride).to(device)
@@ -335,7 +337,8 @@ def _as_is(sample: dict) -> dict:
 
 def pseudo_label_of(model, s: dict, classes: list[int], args, device) -> tuple[np.ndarray, np.ndarray]:
     """(pseudo-label (H, W) uint8, CAMs (n, H, W)) of one sample."""
-    cams = multi_scale_cam(model, s["image"][None].to(device), classes, args.scales, args.flip)
+    image = s["image"][None].to(device, non_blocking=True)
+    cams = multi_scale_cam(model, image, classes, args.scales, args.flip)
     cams = cams.float().cpu().numpy()
     label = cam_pseudo_label(cams, classes, s["scribble"] if args.scribble_override else None,
                              args.fg_thresh, args.bg_thresh)
@@ -389,7 +392,7 @@ def label(args) -> dict:
               + (f" ({done} already there; --overwrite redoes them)" if done else ""))
     shard = Subset(dataset, todo)
     loader = DataLoader(shard, batch_size=None, sampler=dist.ShardSampler(len(shard)),
-                        num_workers=args.workers, collate_fn=_as_is)
+                        num_workers=args.workers, collate_fn=_as_is, pin_memory=device.type == "cuda")
     stats = torch.zeros(3, dtype=torch.float64)  # pixels, unsure pixels, images
     for s in tqdm(loader, desc="CAM pseudo-labels", unit="img", disable=not main_proc, dynamic_ncols=True):
         lab, _ = pseudo_label_of(model, s, labels[s["id"]], args, device)

@@ -108,8 +108,10 @@ def build_loaders(args, train_fields, device):
     val_set = ScribbleDataset(args.dataset_path, args.val_path, ("image", "mask"), folders(args),
                               ValTransform(args.crop_size), num_classes=args.numclasses)
     train_loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
+    # Persistent workers here too: validation runs every --val_interval epochs (default 1).
     val_loader = DataLoader(val_set, args.batchsize, sampler=dist.ShardSampler(len(val_set)),
-                            num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate)
+                            num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate,
+                            persistent_workers=args.workers > 0)
     return train_loader, val_loader
 
 

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from datasets.layout import (FIELDS, LABEL_FIELDS, TRAIN_FIELDS, DatasetError, Layout,
                              check_label_values, read_ids, split_path)
+from datasets.transforms import augmentation_rng
 from utils.io import read_image, read_label
 
 
@@ -43,7 +44,13 @@ class ScribbleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        """`key`: an index, or `(index, (seed, epoch))` (utils.training.EpochKeys, the training
+        loader): the transform then draws from augmentation_rng(seed, epoch, index)."""
+        index, rng = key, None
+        if isinstance(key, tuple):
+            index, (seed, epoch) = key
+            rng = augmentation_rng(seed, epoch, index)
         id_ = self.ids[index]
         sample = {"id": id_}
         reference = None  # (path, (H, W)) of the first field read: the image when asked for
@@ -57,7 +64,9 @@ class ScribbleDataset(Dataset):
                                    f"{_hw(reference[1])} of {reference[0]}")
             sample[name] = array
         sample["orig_size"] = tuple(int(v) for v in reference[1])
-        return self.transform(sample) if self.transform is not None else sample
+        if self.transform is None:
+            return sample
+        return self.transform(sample) if rng is None else self.transform(sample, rng=rng)
 
     def __repr__(self) -> str:
         return (f"ScribbleDataset(root={self.root!r}, {len(self)} ids, fields={self.fields}, "

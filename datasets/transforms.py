@@ -15,13 +15,16 @@ warped once, straight into the part of the crop window that lies inside the scal
 the scaled resolution, before the crop, with the frame edge reflected as a blur of the whole
 frame would; crop padding is added after it, so it stays exactly the mean.
 
-Randomness: each TrainTransform draws from its own np.random.Generator, seeded from
+Randomness: in training, every sample's draw comes from augmentation_rng(seed, epoch, index),
+passed as `rng=` (utils.training.EpochKeys gives ScribbleDataset those keys): a function of the
+run's --seed, the epoch and the image only, so 0 or N loader workers, persistent or restarted,
+any rank and any resume all see the same augmentations, different for every epoch. Without
+`rng=`, a TrainTransform draws from its own np.random.Generator, seeded from
 `torch.initial_seed()` the first time it runs in a process (and again whenever that seed
-changes). PyTorch gives every DataLoader worker the seed `base_seed + worker_id`, with
-`base_seed` drawn from the main process's torch RNG each time an epoch's iterator starts, so
-workers and epochs get different augmentations while `torch.manual_seed(seed)` at the start
-of a run reproduces all of them (with num_workers=0 the main-process generator simply runs
-on across epochs). Pass `rng=` to a call to pin the draw explicitly (tests, visualisation).
+changes): a DataLoader worker's seed is `base_seed + worker_id`, `base_seed` drawn when the
+workers start (at each epoch; only once with persistent workers, whose draws then depend on
+the epoch they started in), so `torch.manual_seed(seed)` at the start reproduces a run (the
+path of a plain DataLoader over a TrainTransform dataset: tests, bench/loader.py).
 """
 from __future__ import annotations
 
@@ -167,6 +170,11 @@ class _Normalising:
 
 
 # ---------------------------------------------------------------- public transforms
+def augmentation_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one training sample's augmentation (see the module docstring)."""
+    return np.random.default_rng([int(seed) % 2**64, int(epoch), int(index)])
+
+
 class TrainTransform(_Normalising):
     """SPEC §6 training augmentation on a sample dict (numpy HxWx3 / HxW uint8) -> tensors."""
 

@@ -3,6 +3,7 @@ make_pseudo_labels.py's train / label commands (resume, sharding under torchrun,
 
 Small settings throughout: ResNet-18 from random init, 64x80 synthetic images, 1-2 epochs.
 """
+import csv
 import json
 import os
 import subprocess
@@ -133,6 +134,24 @@ def cam_run(tmp_path_factory, synthetic_root):
     assert mpl.main(["label", "--dataset_path", synthetic_root, "--class_labels", labels,
                      "--checkpoint_path", ckpt, "--out", out] + LABEL) == 0
     return {"tmp": tmp, "labels": labels, "logdir": logdir, "ckpt": ckpt, "out": out}
+
+
+def test_train_with_persistent_workers_same_run_and_exact_resume(cam_run, synthetic_root, tmp_path):
+    """The classifier's loaders with --workers 2 (persistent workers, training and validation):
+    metrics.csv as with --workers 0, and as a run stopped after epoch 1 and resumed."""
+    def rows(logdir):
+        with open(os.path.join(logdir, "metrics.csv"), newline="") as f:
+            return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
+
+    for name, extra in (("w0", []), ("w2", ["--workers", "2"]),
+                        ("resumed", ["--workers", "2", "--stop_after", "1"]),
+                        ("resumed", ["--workers", "2", "--resume", "auto"])):
+        assert mpl.main(["train", "--dataset_path", str(synthetic_root), "--class_labels", cam_run["labels"],
+                         "--logdir", str(tmp_path / name), "--epochs", "2"] + TRAIN + extra) == 0
+    expected = rows(tmp_path / "w0")
+    assert len(expected) == 2 and expected[0]["val_f1"] != "nan"
+    assert rows(tmp_path / "w2") == expected
+    assert rows(tmp_path / "resumed") == expected
 
 
 def test_train_writes_logs_and_labels_follow_the_rules(cam_run, synthetic_root):

@@ -3,6 +3,7 @@ resumes), atomic checkpoints, outputs that cannot be written, non-finite losses,
 DDP with two gloo processes."""
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import math
@@ -188,6 +189,71 @@ def test_resume_auto_equals_straight_run(synthetic_root, tmp_path):
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
     # The resumed run's metrics.csv holds each epoch once.
     assert len(open(resumed / "metrics.csv").read().strip().splitlines()) == 3
+
+
+def _metrics_rows(logdir) -> list[dict]:
+    """metrics.csv rows without the wall-clock column."""
+    with open(os.path.join(logdir, "metrics.csv"), newline="") as f:
+        return [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(f)]
+
+
+def test_training_loader_reshuffles_per_epoch_and_leaves_the_global_rng(synthetic_root):
+    """Persistent workers: the sampler still runs in the main process at each epoch's iterator,
+    so set_epoch (before it) reshuffles; drawing the workers' base seed from the loader's own
+    generator leaves the global torch RNG (dropout) as a run with --workers 0 finds it."""
+    args = train.parse_args(["--dataset_path", str(synthetic_root), *TINY, "--workers", "2"])
+    train.run_meta(args)
+    loader, val_loader = train.build_loaders(args, ("image", "scribble"), torch.device("cpu"))
+    assert loader.persistent_workers and val_loader.persistent_workers
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    orders = []
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        expected = [loader.dataset.ids[i] for i in loader.sampler.sampler]  # DistributedSampler's
+        orders.append([i for batch in loader for i in batch["id"]])
+        assert orders[-1] == expected[:len(orders[-1])]
+    assert len({tuple(o) for o in orders}) == 3
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_worker_processes_change_no_data_and_resume_exactly(synthetic_root, tmp_path, monkeypatch):
+    """Persistent loader workers (--workers 2) see the same ids in the same order and draw the
+    same augmentations as --workers 0, epoch by epoch; a run stopped after epoch 1 and resumed
+    with workers 2 reproduces the uninterrupted run's metrics.csv exactly."""
+    steps = []  # per step: (ids, checksums of the augmented images, of their scribbles)
+    loss = train.SegmentationTask.loss
+
+    def recording(self, batch):
+        steps.append((tuple(batch["id"]), tuple(batch["image"].double().sum((1, 2, 3)).tolist()),
+                      tuple(batch["scribble"].long().sum((1, 2)).tolist())))
+        return loss(self, batch)
+
+    monkeypatch.setattr(train.SegmentationTask, "loss", recording)
+    epochs, seen = 3, {}
+    for name, extra in {"w0": ["--workers", "0"], "w2": ["--workers", "2"],
+                        "w2_stopped": ["--workers", "2", "--stop_after", "1"],
+                        "w2_resumed": ["--workers", "2", "--resume", "auto"]}.items():
+        steps.clear()
+        logdir = tmp_path / ("w2_resumed" if name.startswith("w2_") else name)
+        assert run(synthetic_root, logdir, "--epochs", str(epochs), "--val_interval", "1", *extra) == 0
+        seen[name] = list(steps)
+    per_epoch = len(seen["w0"]) // epochs
+    assert per_epoch >= 2 and len(seen["w0"]) == epochs * per_epoch
+    assert seen["w2"] == seen["w0"]  # ids, order and augmentation: the workers change nothing
+    assert seen["w2_stopped"] + seen["w2_resumed"] == seen["w0"]
+    orders = [[i for s in seen["w0"][e * per_epoch:(e + 1) * per_epoch] for i in s[0]] for e in range(epochs)]
+    assert len({tuple(o) for o in orders}) == epochs  # reshuffled every epoch
+    for e in range(epochs):  # every image once per epoch, each draw different from the last epoch's
+        assert len(set(orders[e])) == len(orders[e])
+    draws = [{i: c for s in seen["w0"][e * per_epoch:(e + 1) * per_epoch] for i, c in zip(s[0], s[1])}
+             for e in range(epochs)]
+    assert all(draws[e][i] != draws[e + 1][i]
+               for e in range(epochs - 1) for i in draws[e] if i in draws[e + 1])
+    rows = _metrics_rows(tmp_path / "w0")
+    assert len(rows) == epochs
+    assert _metrics_rows(tmp_path / "w2") == rows
+    assert _metrics_rows(tmp_path / "w2_resumed") == rows
 
 
 def test_resume_with_other_schedule_flags_is_refused_unless_overridden(synthetic_root, tmp_path, capsys):

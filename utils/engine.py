@@ -171,7 +171,7 @@ def fit(task: Task, loader, args, run_args: dict, config_extra: dict | None = No
     result = {task.val_key: float("nan"), task.best_key: best}
     for epoch in range(start_epoch, args.epochs):
         seed_epoch(args.seed, epoch)
-        loader.sampler.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)  # before the epoch's iterator: it takes the sampler's order
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"{task.desc} {epoch + 1}/{args.epochs}", disable=not main_proc,
                    dynamic_ncols=True)

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from utils import dist
 
@@ -93,13 +93,44 @@ def check_weights_in_sync(model) -> None:
         print(f"weights identical on all {dist.world_size()} ranks (checksum {float(s.sum()):.6e})")
 
 
+class EpochKeys(Sampler):
+    """The training sampler's indices as keys `(index, (seed, epoch))`: a dataset given such a
+    key augments from datasets.transforms.augmentation_rng(seed, epoch, index) (ScribbleDataset
+    does). The draws are then a function of the run, the epoch and the image alone -- the same
+    with 0 or N loader workers, persistent or not, on any rank, after any resume -- where
+    seeding from a worker's start (torch.initial_seed()) would tie them to the epoch the
+    workers happened to start in (persistent workers start once per run, so a resumed run
+    would draw differently). The keys are made in the main process when an epoch's iterator
+    is created, so set_epoch must come first (utils.engine.fit: set_epoch, then iterate)."""
+
+    def __init__(self, sampler: DistributedSampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        key = (self.seed, self.epoch)
+        return iter([(int(i), key) for i in self.sampler])
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 def shuffled_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, device) -> DataLoader:
     """The training loader: DistributedSampler also in one process (1 replica: one code path,
-    seeded per epoch by set_epoch), full batches only; TrainingError if there is none."""
+    seeded per epoch by set_epoch) under EpochKeys, full batches only; persistent workers (no
+    process start-up at each epoch), pinned memory for CUDA; TrainingError if there is no batch.
+
+    Its own torch generator (for the workers' base seed) leaves the global RNG alone: with
+    persistent workers the base seed is drawn only at the first epoch of a process, which would
+    shift the global stream (dropout) in a resumed run but not in the uninterrupted one."""
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(),
                                  shuffle=True, seed=seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size, sampler=EpochKeys(sampler, seed), num_workers=workers,
+                        pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate,
+                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
     if len(loader) == 0:
         raise TrainingError(f"{len(dataset)} training ids give no full batch of {batch_size} "
                             f"per process (x{dist.world_size()}): lower --batchsize")
