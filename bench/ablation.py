@@ -6,6 +6,7 @@
     python bench/ablation.py --seeds 5                    # (a)-(d), seeds 1000..1004
     python bench/ablation.py --seeds 5 --variants d_t10 c_init d_init   # the LoRM probes
     python bench/ablation.py --report                     # print + plot what the JSON holds
+    python bench/ablation.py --compare BEFORE.json AFTER.json   # two sweeps (a code change), paired
 
 Each run trains ResNet-18 DeepLabV2 with train.py exactly as scripts/quickstart.sh does (only
 the loss weights differ; LoRM is built only where l_lorm > 0), then eval.py scores it with the
@@ -127,6 +128,36 @@ def report(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def compare(before: dict, after: dict) -> str:
+    """Two sweeps of the same recipe (e.g. before and after a code change), paired by variant
+    and seed: each side's distribution, the paired mIoU difference, and the time ratios."""
+    lines = [f"before: {before['meta'].get('git_commit', '?')[:9]}   after: {after['meta'].get('git_commit', '?')[:9]}",
+             f"{'variant / figure':44s} {'n':>2s} {'before':>14s} {'after':>14s} {'after - before, 95 % CI':>31s}"]
+    for v in [v for v in VARIANTS if v in by_variant(before["runs"]) and v in by_variant(after["runs"])]:
+        for key, what in (("miou_last", "val mIoU, last"), ("miou_best", "val mIoU, best")):
+            b, a = by_variant(before["runs"], key)[v], by_variant(after["runs"], key)[v]
+            p = paired(a, b)
+            if p is None:
+                continue
+            sb, sa = summary([b[s] for s in a if s in b]), summary([a[s] for s in a if s in b])
+            lines.append(f"{LABELS[v] + ', ' + what:44s} {p['n']:2d} {sb['mean']:6.2f} ± {sb['std']:5.2f} "
+                         f"{sa['mean']:6.2f} ± {sa['std']:5.2f} {p['mean']:+7.2f} [{p['ci95'][0]:+6.2f}, "
+                         f"{p['ci95'][1]:+6.2f}]  {p['favour_first']} / {p['favour_second']}")
+        for key, what in (("train_s", "train.py"), ("wall_s", "train + 2 evals")):
+            b, a = by_variant(before["runs"], key)[v], by_variant(after["runs"], key)[v]
+            seeds = sorted(set(a) & set(b))
+            if len(seeds) < 2:
+                continue
+            r = paired({s: math.log(a[s] / b[s]) for s in seeds}, {s: 0.0 for s in seeds})
+            lines.append(f"{LABELS[v] + ', ' + what + ' (s)':44s} {len(seeds):2d} "
+                         f"{summary([b[s] for s in seeds])['mean']:14.1f} {summary([a[s] for s in seeds])['mean']:14.1f}"
+                         f"   ratio {math.exp(r['mean']):.3f}x [{math.exp(r['ci95'][0]):.3f}, "
+                         f"{math.exp(r['ci95'][1]):.3f}]")
+    lines.append("mIoU: mean ± sample std; differences paired by seed, seeds favouring after / before; "
+                 "times: geometric mean of the per-seed ratio after / before")
+    return "\n".join(lines)
+
+
 def plot(doc: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -228,7 +259,18 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=CORE, choices=list(VARIANTS))
     ap.add_argument("--data_seed", type=int, default=0)
     ap.add_argument("--report", action="store_true", help="only print and plot the JSON's runs")
+    ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="only compare two sweeps' JSON files, paired by variant and seed")
     a = ap.parse_args()
+    if a.compare:
+        docs = []
+        for path in a.compare:
+            with open(path) as f:
+                docs.append(json.load(f))
+        if docs[0]["meta"].get("recipe") != docs[1]["meta"].get("recipe"):
+            sys.exit(f"{a.compare[0]} and {a.compare[1]}: sweeps of different recipes cannot be paired")
+        print(compare(*docs))
+        return
     png = os.path.splitext(a.json)[0] + ".png"
     doc = {"meta": {}, "runs": []}
     if os.path.isfile(a.json):
