@@ -50,7 +50,11 @@ def test_the_crf_pin_agrees_everywhere_and_stays_out_of_requirements_txt():
 
 def test_installed_versions_are_the_pins():
     from importlib.metadata import PackageNotFoundError, version
+    # scripts/test_torch211.sh runs the suite under the oldest supported torch on purpose
+    other_torch = os.environ.get("CDSP_TEST_TORCH") == "2.11"
     for name, pinned in _requirements().items():
+        if other_torch and name in ("torch", "torchvision"):
+            continue
         assert version(name).split("+")[0] == pinned, name
     for name, pinned in _requirements("requirements-crf.txt").items():
         try:
