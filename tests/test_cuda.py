@@ -120,7 +120,7 @@ SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "M
 def _lorm_case(channels: int = 2048, size: int = 33, batch: int = 3):
     from models.lorm import LoRM
     torch.manual_seed(0)
-    m = LoRM(channels).cuda()
+    m = LoRM(channels).to("cuda")
     with torch.no_grad():  # non-trivial biases and gamma, so their gradients are exercised
         m.query_conv.bias.normal_(0, 0.5)
         m.key_conv.bias.normal_(0, 0.5)
@@ -312,7 +312,7 @@ def test_batched_inference_equals_one_window_at_a_time(record):
     from utils.inference import prepare_for_inference
 
     model = prepare_for_inference(copy.deepcopy(make_model(SimpleNamespace(
-        checkpoint=None, model_type="deeplabv2", layers=18)))).cuda()
+        checkpoint=None, model_type="deeplabv2", layers=18)))).to("cuda")
     image = sample("val", 0, size=(375, 500), seed=0)["image"]
     agreement = {}
     with no_tf32():
