@@ -131,28 +131,28 @@ def report(doc: dict) -> str:
 def compare(before: dict, after: dict) -> str:
     """Two sweeps of the same recipe (e.g. before and after a code change), paired by variant
     and seed: each side's distribution, the paired mIoU difference, and the time ratios."""
+    figures = (("miou_last", "val mIoU, last"), ("miou_best", "val mIoU, best"),
+               ("train_s", "train.py (s)"), ("wall_s", "train + 2 evals (s)"))
+    sides = {key: (by_variant(before["runs"], key), by_variant(after["runs"], key)) for key, _ in figures}
     lines = [f"before: {before['meta'].get('git_commit', '?')[:9]}   after: {after['meta'].get('git_commit', '?')[:9]}",
              f"{'variant / figure':44s} {'n':>2s} {'before':>14s} {'after':>14s} {'after - before, 95 % CI':>31s}"]
-    for v in [v for v in VARIANTS if v in by_variant(before["runs"]) and v in by_variant(after["runs"])]:
-        for key, what in (("miou_last", "val mIoU, last"), ("miou_best", "val mIoU, best")):
-            b, a = by_variant(before["runs"], key)[v], by_variant(after["runs"], key)[v]
-            p = paired(a, b)
-            if p is None:
-                continue
-            sb, sa = summary([b[s] for s in a if s in b]), summary([a[s] for s in a if s in b])
-            lines.append(f"{LABELS[v] + ', ' + what:44s} {p['n']:2d} {sb['mean']:6.2f} ± {sb['std']:5.2f} "
-                         f"{sa['mean']:6.2f} ± {sa['std']:5.2f} {p['mean']:+7.2f} [{p['ci95'][0]:+6.2f}, "
-                         f"{p['ci95'][1]:+6.2f}]  {p['favour_first']} / {p['favour_second']}")
-        for key, what in (("train_s", "train.py"), ("wall_s", "train + 2 evals")):
-            b, a = by_variant(before["runs"], key)[v], by_variant(after["runs"], key)[v]
+    for v in [v for v in VARIANTS if v in sides["miou_last"][0] and v in sides["miou_last"][1]]:
+        for key, what in figures:
+            b, a = (side[v] for side in sides[key])
             seeds = sorted(set(a) & set(b))
             if len(seeds) < 2:
                 continue
-            r = paired({s: math.log(a[s] / b[s]) for s in seeds}, {s: 0.0 for s in seeds})
-            lines.append(f"{LABELS[v] + ', ' + what + ' (s)':44s} {len(seeds):2d} "
-                         f"{summary([b[s] for s in seeds])['mean']:14.1f} {summary([a[s] for s in seeds])['mean']:14.1f}"
-                         f"   ratio {math.exp(r['mean']):.3f}x [{math.exp(r['ci95'][0]):.3f}, "
-                         f"{math.exp(r['ci95'][1]):.3f}]")
+            sb, sa = summary([b[s] for s in seeds]), summary([a[s] for s in seeds])
+            label = f"{LABELS[v] + ', ' + what:44s} {len(seeds):2d}"
+            if key.startswith("miou"):
+                p = paired(a, b)
+                lines.append(f"{label} {sb['mean']:6.2f} ± {sb['std']:5.2f} {sa['mean']:6.2f} ± {sa['std']:5.2f} "
+                             f"{p['mean']:+7.2f} [{p['ci95'][0]:+6.2f}, {p['ci95'][1]:+6.2f}]  "
+                             f"{p['favour_first']} / {p['favour_second']}")
+            else:  # times: the per-seed ratio, averaged (and its interval) on the log scale
+                r = paired({s: math.log(a[s] / b[s]) for s in seeds}, {s: 0.0 for s in seeds})
+                lines.append(f"{label} {sb['mean']:14.1f} {sa['mean']:14.1f}   ratio {math.exp(r['mean']):.3f}x "
+                             f"[{math.exp(r['ci95'][0]):.3f}, {math.exp(r['ci95'][1]):.3f}]")
     lines.append("mIoU: mean ± sample std; differences paired by seed, seeds favouring after / before; "
                  "times: geometric mean of the per-seed ratio after / before")
     return "\n".join(lines)
