@@ -24,6 +24,11 @@ _NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NO_SPACE_TORCH = ("unexpected pos", "PytorchStreamWriter failed writing")
 
 
+def is_temp_name(name: str) -> bool:
+    """True for the name of one of our temporary files (atomic_path's)."""
+    return _TEMP_RE.match(name) is not None
+
+
 class OutputError(OSError):
     """An output that cannot be written (the disk is full, a folder is a file...); the message
     names the path and the problem."""
