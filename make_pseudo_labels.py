@@ -370,6 +370,12 @@ def preview(model, dataset, labels, args, device, path: str) -> None:
         save_rgb_png(np.concatenate(rows, axis=0), path)
 
 
+def label_summary(stats: torch.Tensor) -> dict:
+    """The labelling summary over all ranks from this rank's (pixels, unsure pixels, images)."""
+    dist.all_reduce_sum(stats)
+    return {"labelled": int(stats[2]), "unsure_fraction": float(stats[1] / stats[0]) if stats[0] else None}
+
+
 def label(args) -> dict:
     device = dist.init_distributed(args.device)
     main_proc = dist.is_main()
@@ -398,29 +404,33 @@ def label(args) -> dict:
         lab, _ = pseudo_label_of(model, s, labels[s["id"]], args, device)
         save_png(lab, os.path.join(out_dir, s["id"] + ".png"), palette=meta.palette_array())
         stats += torch.tensor([lab.size, (lab == IGNORE_INDEX).sum(), 1], dtype=torch.float64)
-    dist.all_reduce_sum(stats)
-    dist.barrier()
-    result = {"labelled": int(stats[2]), "unsure_fraction": float(stats[1] / stats[0]) if stats[0] else None}
+    result = label_summary(stats)  # a collective: every rank has written its share after it
+    layout = Layout(args.dataset_path)
+    scored = None
+    if all(os.path.isfile(layout.path("mask", i)) for i in dataset.ids):
+        # Every rank scores its share: none waits idle in a collective while one works alone
+        # (NCCL's watchdog ends a collective that waits longer than its timeout, 10 min).
+        from datasets.score_labels import score_labels
+        scored = score_labels(args.dataset_path, out_dir, args.split, sharded=True)
     if not main_proc:
         return result
-    if stats[2]:
-        print(f"labelled {int(stats[2])} images; {100 * result['unsure_fraction']:.1f} % of their pixels unsure (255)")
+    if result["labelled"]:
+        print(f"labelled {result['labelled']} images; {100 * result['unsure_fraction']:.1f} % of their "
+              f"pixels unsure (255)")
     name = os.path.basename(os.path.normpath(out_dir))
     ckpt_dir = os.path.dirname(os.path.abspath(args.checkpoint_path))
-    if args.preview:
+    if args.preview:  # a few images: the other ranks wait seconds, not minutes
         pic = os.path.join(ckpt_dir, f"pseudo_preview_{name}.png")
         preview(model, dataset, labels, args, device, pic)
         print(f"preview: {pic}")
-    layout = Layout(args.dataset_path)
-    if all(os.path.isfile(layout.path("mask", i)) for i in dataset.ids):
-        from datasets.score_labels import UNLABELLED_NOTE, report, score_labels
+    if scored is not None:
+        from datasets.score_labels import UNLABELLED_NOTE, report
         from utils.metrics import nan_to_none
-        s = score_labels(args.dataset_path, out_dir, args.split)
-        print(report(s, meta.classes))
-        result["scores"] = s
+        print(report(scored, meta.classes))
+        result["scores"] = scored
         data = {"labels": out_dir, "split": args.split, "note": UNLABELLED_NOTE, "classes": list(meta.classes),
                 "fg_thresh": args.fg_thresh, "bg_thresh": args.bg_thresh, "scales": args.scales,
-                "flip": args.flip, "scribble_override": args.scribble_override, **s}
+                "flip": args.flip, "scribble_override": args.scribble_override, **scored}
         with atomic_path(os.path.join(ckpt_dir, f"pseudo_scores_{name}.json")) as tmp, open(tmp, "w") as f:
             f.write(json.dumps(nan_to_none(data), indent=1) + "\n")
     return result

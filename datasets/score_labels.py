@@ -27,6 +27,7 @@ from tqdm import tqdm
 from datasets.layout import (CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout,
                              check_label_values, read_ids, split_path)
 from datasets.meta import load_meta
+from utils import dist
 from utils.io import atomic_path, read_label
 from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct
 
@@ -69,6 +70,13 @@ class LabelScorer:
         self.meter.update(torch.from_numpy(labels), torch.tensor(mask))  # mask may be read-only
         self.images += 1
 
+    def all_reduce(self) -> "LabelScorer":
+        """Sum the counts over all ranks (each scored its own share of the ids)."""
+        self.meter.all_reduce()
+        counts = dist.all_reduce_sum(torch.tensor([self.images, self.unlabelled, self.valid], dtype=torch.float64))
+        self.images, self.unlabelled, self.valid = (int(v) for v in counts.tolist())
+        return self
+
     def scores(self) -> dict:
         """utils.metrics.scores(...) plus "images", "unlabelled_fraction", "confusion"."""
         out = self.meter.scores()
@@ -79,18 +87,21 @@ class LabelScorer:
 
 
 def score_labels(root: str, labels: str, split: str = "train", mask_folder: str | None = None,
-                 num_classes: int | None = None, progress: bool = False) -> dict:
+                 num_classes: int | None = None, progress: bool = False, sharded: bool = False) -> dict:
     """Scores of the label folder `labels` (name under root, or a path) against the masks.
 
     Returns utils.metrics.scores(...) (fractions) plus "images", "unlabelled_fraction" (GT
     pixels, 255 excluded, that the labels leave 255) and "confusion" (C x C list). Labels'
     255 pixels are scored as background. num_classes defaults to the root's description.
-    Raises DatasetError naming the file at fault.
+    Raises DatasetError naming the file at fault. `sharded` (under torchrun, every rank calls
+    it): each rank scores its share of the ids and the counts are summed over the ranks.
     """
     folder = labels_folder(root, labels)
     layout = Layout(root, {"mask": mask_folder})
     num_classes = layout.meta.num_classes if num_classes is None else num_classes
     ids = list(dict.fromkeys(read_ids(split_path(root, split))))
+    if sharded:
+        ids = ids[dist.rank()::dist.world_size()]
     scorer = LabelScorer(num_classes)
     for id_ in tqdm(ids, desc=f"scoring {os.path.basename(os.path.normpath(folder))}", unit="img",
                     disable=not progress):
@@ -101,6 +112,8 @@ def score_labels(root: str, labels: str, split: str = "train", mask_folder: str 
             raise DatasetError(f"{path}: size {lab.shape[1]}x{lab.shape[0]} (WxH) differs from its mask"
                                f" {mask_path} ({gt.shape[1]}x{gt.shape[0]})")
         scorer.add(lab, gt)
+    if sharded:
+        scorer.all_reduce()
     return scorer.scores()
 
 

@@ -141,8 +141,13 @@ class LoRM(nn.Module):
         k_hat = _UnitRows.apply(self.key_conv(x).flatten(2), 1).transpose(1, 2)  # (B, N, C)
         rows = [_attend(q, k, v, fused, self.temperature) for q, k, v, n in
                 zip(q_hat.split(counts), k_hat.unbind(0), tokens.unbind(0), counts) if n]
-        # With no foreground anywhere x' is gamma * 0 (keeps gamma in the graph, grad 0).
-        src = self.gamma * (torch.cat(rows) if rows else x.new_zeros(0, C))
+        if not rows:
+            # No foreground anywhere: x' = 0, but the projections and gamma must still take part
+            # in the graph (zero gradient), as in the explicit formula: under DDP a rank whose
+            # parameters get no gradient desynchronises from the others. An empty query set
+            # against the first image does it without any attention work.
+            rows = [_attend(q_hat, k_hat[0], tokens[0], False, self.temperature)]
+        src = self.gamma * torch.cat(rows)
         out = src.new_zeros(B, C, N)  # src's dtype: under AMP gamma * src may be promoted
         out[b_idx, :, p_idx] = src  # (n, C) rows into channel columns: x' in x's own layout
         return out.view(B, C, h, w)

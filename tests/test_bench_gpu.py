@@ -41,10 +41,11 @@ def test_smoke_run_writes_every_section_with_numbers(tmp_path):
         assert c["skipped"] == len(c["tests"])  # every CUDA test skips on a CPU machine
 
     t = sec["train"]
-    assert set(t["variants"]) == {"plain", "lorm", "explicit"}
+    assert set(t["variants"]) == {"plain", "lorm", "explicit", "held"}
     for v in t["variants"].values():
         assert all(_number(v[k]) and v[k] > 0 for k in ("s_per_step", "images_per_s", "peak_mib"))
     assert _number(t["lorm_vs_plain"]["time"]) and _number(t["explicit_vs_lorm"]["time"])
+    assert _number(t["released_vs_held"]["memory"])
     assert isinstance(t["lorm_vs_plain"]["met"], bool)
 
     i = sec["input"]

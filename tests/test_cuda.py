@@ -6,8 +6,10 @@
   loss and gradients, float32 and under fp16 autocast; which SDPA backends accept the
   2048-wide head, and which one the default dispatch ran, are recorded;
 - train.py under torchrun trains an epoch on the GPU(s) (DDP + SyncBatchNorm over NCCL with two
-  GPUs); NCCL, utils.training.distributed (SyncBatchNorm + DDP) and SyncBatchNorm's sync
-  kernels work in a one-rank NCCL group;
+  GPUs); NCCL, utils.training.distributed (SyncBatchNorm + DDP, also on a batch without
+  foreground), SyncBatchNorm's sync kernels, every utils.dist collective (CPU and CUDA
+  tensors), check_weights_in_sync, the label summary and the confusion-matrix reduction work
+  in a one-rank NCCL group;
 - batched sliding-window inference (--crop_batch default) == one window at a time (1).
 
     python -m pytest -m cuda tests/test_cuda.py
@@ -242,8 +244,12 @@ def test_train_py_under_torchrun_trains_an_epoch_on_cuda(make_synthetic, tmp_pat
 
 def test_syncbn_nccl_one_rank(record):
     """A one-rank NCCL group (torchrun): utils.training.distributed's SyncBatchNorm + DDP model
-    takes fp16 training steps, and SyncBatchNorm's sync kernels (stats, NCCL all_gather, gather,
-    backward all_reduce) equal plain batch norm."""
+    takes fp16 training steps, also on a batch without any foreground (LoRM's projections must
+    still get a gradient, or DDP fails at the next step); SyncBatchNorm's sync kernels (stats,
+    NCCL all_gather, gather, backward all_reduce) equal plain batch norm; and every utils.dist
+    collective, check_weights_in_sync, make_pseudo_labels' label summary and the confusion-matrix
+    reduction work with NCCL, which refuses CPU tensors (gloo accepts them: the CPU suite cannot
+    see this)."""
     from conftest import torchrun
     proc, _ = torchrun(os.path.abspath(__file__), ["--nccl-child"], nproc=1, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -251,6 +257,12 @@ def test_syncbn_nccl_one_rank(record):
     record["syncbn_nccl_one_rank"] = result
     assert result["sync_batchnorm_modules"] > 0
     assert result["bn_max_abs_diff"] < 1e-4 and result["bn_grad_max_abs_diff"] < 1e-4, result
+    assert len(result["losses_no_foreground"]) == 3 and all(map(math.isfinite, result["losses_no_foreground"]))
+    assert "No backend type associated with device type cpu" in result["raw_cpu_all_reduce"], result
+    assert result["helpers"] == {"all_reduce_sum": [2.0, 3.0], "all_reduce_sum_cuda": [5.0],
+                                 "all_gather": [[1, 2]], "broadcast": {"a": [1, 2]},
+                                 "label_summary": {"labelled": 2, "unsure_fraction": 0.25},
+                                 "confusion": [[1, 0], [1, 1]], "weights_in_sync": "ok"}, result
 
 
 def _nccl_child() -> None:
@@ -277,6 +289,29 @@ def _nccl_child() -> None:
     scaler = torch.amp.GradScaler("cuda")
     batch = fixed_batch(device, batch=2, crop=65)
     losses = [train_step(task, scaler, batch)[0]["total"] for _ in range(3)]
+    no_fg = batch | {"pseudo": torch.zeros_like(batch["pseudo"])}  # LoRM's mask empty everywhere
+    losses_no_fg = [train_step(task, scaler, no_fg)[0]["total"] for _ in range(3)]
+
+    # Every collective helper with CPU and CUDA tensors; the raw CPU call shows NCCL refusing.
+    from make_pseudo_labels import label_summary
+    from utils import dist
+    from utils.metrics import ConfusionMeter
+    from utils.training import check_weights_in_sync
+    try:
+        tdist.all_reduce(torch.ones(1))
+        raw_cpu = "accepted"
+    except RuntimeError as e:
+        raw_cpu = str(e)
+    meter = ConfusionMeter(2)  # on the CPU
+    meter.update(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]))
+    dist.barrier()
+    check_weights_in_sync(model)
+    helpers = {"all_reduce_sum": dist.all_reduce_sum(torch.tensor([2.0, 3.0])).tolist(),
+               "all_reduce_sum_cuda": dist.all_reduce_sum(torch.tensor([5.0], device=device)).tolist(),
+               "all_gather": [t.tolist() for t in dist.all_gather(torch.tensor([1, 2]))],
+               "broadcast": dist.broadcast_object({"a": [1, 2]}),
+               "label_summary": label_summary(torch.tensor([8.0, 2.0, 2.0], dtype=torch.float64)),
+               "confusion": meter.all_reduce().conf.tolist(), "weights_in_sync": "ok"}
 
     # With one rank SyncBatchNorm.forward falls back to F.batch_norm; call its sync path itself.
     x = torch.randn(4, 8, 5, 5, device=device, requires_grad=True)
@@ -291,11 +326,11 @@ def _nccl_child() -> None:
     (y_ref * torch.arange(8, device=device).view(1, 8, 1, 1)).sum().backward()
     nccl = torch.cuda.nccl.version()  # a tuple in recent torch, an int in old ones
     print(json.dumps({"sync_batchnorm_modules": n_sync, "ddp": type(model).__name__, "losses": losses,
+                      "losses_no_foreground": losses_no_fg, "raw_cpu_all_reduce": raw_cpu, "helpers": helpers,
                       "nccl_version": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl),
                       "bn_max_abs_diff": float((y - y_ref).abs().max()),
                       "bn_grad_max_abs_diff": float((gx - x.grad).abs().max())}), flush=True)
-    tdist.barrier()
-    tdist.destroy_process_group()
+    dist.cleanup()
 
 
 # ----------------------------------------------------------------------------- inference

@@ -70,19 +70,69 @@ def cleanup() -> None:
     waits first, since with gloo a rank that leaves early makes the others abort at exit
     ("terminate called without an active exception"). A rank that failed must not call this."""
     if is_dist():
-        dist.barrier()
+        barrier()
         dist.destroy_process_group()
 
 
+# ----------------------------------------------------------------------------- collectives
+# Every collective of this repository is one of the functions below; a test
+# (tests/test_dist.py) fails if any other module calls a torch.distributed collective.
+#
+# The device rule lives here and nowhere else: a backend takes tensors only on the device types
+# it was created for. NCCL takes CUDA tensors alone (a CPU tensor is "No backend type associated
+# with device type cpu"); gloo takes CPU (and CUDA) tensors. So each helper sends a copy on the
+# group's device when the caller's tensor is not on one the group takes, and hands the result
+# back on the caller's device. (The other route, a CPU backend beside NCCL via
+# "cpu:gloo,cuda:nccl", was not taken: it needs gloo's TCP mesh on every node as well, which
+# fails on clusters whose hostname resolves to a loopback address, for collectives that carry
+# a few numbers.)
+def comm_device(like: torch.device | None = None) -> torch.device:
+    """Where a collective's tensors must live: `like` if the process group takes that device
+    type, else the group's own device (this process's GPU for NCCL, the CPU for gloo)."""
+    types = [d.type for d in dist.group.WORLD._device_types]
+    if like is not None and like.type in types:
+        return like
+    if "cpu" in types or not types:
+        return torch.device("cpu")
+    kind = types[0]
+    module = getattr(torch, kind, None)
+    index = module.current_device() if hasattr(module, "current_device") else 0
+    return torch.device(kind, index)
+
+
+def _on_comm(t: torch.Tensor) -> torch.Tensor:
+    dev = comm_device(t.device)
+    return t if t.device == dev else t.to(dev)
+
+
 def barrier() -> None:
-    if is_dist():
+    if not is_dist():
+        return
+    dev = comm_device()
+    if dev.type == "cuda":  # NCCL's barrier on this process's own GPU (else it guesses)
+        dist.barrier(device_ids=[dev.index])
+    else:
         dist.barrier()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum `t` over all ranks, in place, on `t`'s own device; returns `t`."""
     if is_dist():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        x = _on_comm(t)
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        if x is not t:
+            t.copy_(x)
     return t
+
+
+def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's `t` (same shape on every rank), rank order, on `t`'s own device."""
+    if not is_dist():
+        return [t]
+    x = _on_comm(t)
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return [o.to(t.device) for o in out]
 
 
 def broadcast_object(obj):
@@ -90,7 +140,7 @@ def broadcast_object(obj):
     if not is_dist():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, device=comm_device())
     return box[0]
 
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from utils import dist
 from utils.io import atomic_path
 from utils.labels import IGNORE_INDEX, label_value_problem
 
@@ -67,8 +67,7 @@ class ConfusionMeter:
 
     def all_reduce(self) -> "ConfusionMeter":
         """Sum the matrix over all ranks (no-op unless torch.distributed is initialised)."""
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.conf, op=dist.ReduceOp.SUM)
+        dist.all_reduce_sum(self.conf)
         return self
 
     def scores(self) -> dict:

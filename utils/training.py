@@ -84,9 +84,8 @@ def check_weights_in_sync(model) -> None:
     if not dist.is_dist():
         return
     with torch.no_grad():
-        s = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()]).cpu()
-    gathered = [torch.zeros_like(s) for _ in range(dist.world_size())]
-    torch.distributed.all_gather(gathered, s)
+        s = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()])
+    gathered = dist.all_gather(s)
     if any(not torch.equal(g, gathered[0]) for g in gathered):
         raise TrainingError("weights differ across ranks after training: gradients were not synchronised")
     if dist.is_main():
