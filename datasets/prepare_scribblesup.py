@@ -122,8 +122,8 @@ class Package:
 
     def hint(self) -> str:
         where = " or ".join(s.address for s in self.sources)
-        return (f"download {self.filename if self.md5 else 'it'} by hand ({where}) into a folder "
-                f"and pass --from FOLDER{self.other_route}")
+        name = self.filename if any(s.url for s in self.sources) else "it"   # ours for a Drive file
+        return f"download {name} by hand ({where}) into a folder and pass --from FOLDER{self.other_route}"
 
 
 def official_sources() -> dict[str, tuple[str, str, str]]:
@@ -166,7 +166,6 @@ def package(key: str) -> Package:
 @dataclass
 class Run:
     root: str
-    source: str
     from_dir: str | None = None
     workers: int = 1
     keep_downloads: bool = False
@@ -204,7 +203,8 @@ class Run:
             self.installed.append(f"{VOC}/{target}")
 
     # --- archives
-    def _from_dir_archives(self):
+    def from_dir_archives(self):
+        """(name, path) of every archive in --from."""
         for name in sorted(os.listdir(self.from_dir)):
             path = os.path.join(self.from_dir, name)
             if os.path.isfile(path) and is_archive(path):
@@ -219,15 +219,14 @@ class Run:
                 self._members[path] = []
         return self._members[path]
 
-    def find_local(self, pkg: Package, names=()) -> str | None:
-        """The --from file for `pkg`: by its published name (or `names`), else by what it holds."""
+    def find_local(self, pkg: Package) -> str | None:
+        """The --from file for `pkg`: by its published name, else by what it holds."""
         if not self.from_dir:
             return None
-        for name in (pkg.filename, *names):
-            if os.path.isfile(os.path.join(self.from_dir, name)):
-                return os.path.join(self.from_dir, name)
+        if os.path.isfile(os.path.join(self.from_dir, pkg.filename)):
+            return os.path.join(self.from_dir, pkg.filename)
         if pkg.holds is not None:
-            for _, path in self._from_dir_archives():
+            for _, path in self.from_dir_archives():
                 if pkg.holds(self.members(path)):
                     return path
         return None
@@ -285,7 +284,7 @@ class Run:
 def find_folder(top: str, test: Callable[[str], bool], what: str, where: str) -> str:
     """The shallowest folder under `top` for which test(folder) holds; DatasetError naming
     `what` was looked for in `where` (and what its top level holds) otherwise."""
-    for d, dirs, _ in sorted(os.walk(top), key=lambda w: (w[0].count(os.sep), w[0])):
+    for d, _, _ in sorted(os.walk(top), key=lambda w: (w[0].count(os.sep), w[0])):
         if test(d):
             return d
     seen = sorted(os.listdir(top))[:8] if os.path.isdir(top) else []
@@ -301,11 +300,10 @@ def split_ids(root: str) -> dict[str, list[str]]:
     return {s: list(dict.fromkeys(read_ids(os.path.join(root, SPLIT_DIR, f"{s}.txt")))) for s in PUBLISHED}
 
 
-def verify_files(root: str, where: str, fields_by_split: dict, folders: dict | None = None,
-                 ids: dict | None = None) -> dict[str, list[str]]:
+def verify_files(root: str, where: str, fields_by_split: dict, folders: dict | None = None) -> None:
     """The ScribbleSup id counts and a file of the image's size for every id and field (header
-    reads only); DatasetError naming `where` otherwise. Returns the ids per split."""
-    ids = ids or split_ids(root)
+    reads only); DatasetError naming `where` otherwise."""
+    ids = split_ids(root)
     for split, n in PUBLISHED.items():
         if len(ids[split]) != n:
             raise DatasetError(f"{where}: {SPLIT_DIR}/{split}.txt lists {len(ids[split])} ids; "
@@ -316,7 +314,6 @@ def verify_files(root: str, where: str, fields_by_split: dict, folders: dict | N
         problems += check_split(layout, ids[split], fields, deep=False, progress=True)
     if problems:
         raise DatasetError(f"{where}: {len(problems)} missing or wrong file(s), the first: {problems[0]}")
-    return ids
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -476,7 +473,7 @@ def obtain_pseudo(run: Run, name: str) -> tuple[list[str], str | None]:
     --from named like `name` or holding a folder named like it, else the entries of the
     authors' Drive folder whose path names it."""
     if run.from_dir:
-        for base, path in run._from_dir_archives():
+        for base, path in run.from_dir_archives():
             members = run.members(path) if name.casefold() not in base.casefold() else None
             if members is None or any(m.lower().endswith(".png") and any(_pseudo_member(name)(d) for d in _dirs(m))
                                       and IMAGES not in _dirs(m) for m in members):
@@ -506,6 +503,24 @@ def obtain_pseudo(run: Run, name: str) -> tuple[list[str], str | None]:
     return files, run.out.path(folder)
 
 
+def pseudo_label_folder(top: str, name: str, where: str) -> str:
+    """The folder of PNGs under `top` that holds the pseudo-labels: the one with the most PNGs,
+    among those named like `name` if several tie (labels beside their colour pictures, say);
+    DatasetError naming `where` if there is none or the choice is not clear."""
+    counts = {d: sum(f.lower().endswith(".png") for f in fs) for d, _, fs in os.walk(top)}
+    most = max(counts.values(), default=0)
+    if not most:
+        raise DatasetError(f"{where}: no PNG pseudo-labels in it: not the expected package")
+    best = [d for d, n in counts.items() if n == most]
+    if len(best) > 1:
+        best = [d for d in best if name.casefold() in os.path.basename(d).casefold()] or best
+    if len(best) > 1:
+        listed = ", ".join(os.path.relpath(d, top) for d in best)
+        raise DatasetError(f"{where}: several folders of {most} PNGs ({listed}); unpack it by hand and "
+                           f"pass the folder of labels, zipped, with --from")
+    return best[0]
+
+
 def step_pseudo(run: Run, name: str) -> None:
     if run.in_place((name,), f"{name} pseudo-labels"):
         return
@@ -519,10 +534,7 @@ def step_pseudo(run: Run, name: str) -> None:
                 run.unpack(pkg, path, downloaded, unpacked)
             else:  # loose label files of the Drive folder
                 copy_atomic(path, os.path.join(unpacked, os.path.relpath(path, folder)))
-        counts = {d: sum(f.lower().endswith(".png") for f in fs) for d, _, fs in os.walk(unpacked)}
-        found = max(counts, key=lambda d: (counts[d], -d.count(os.sep)), default=None)
-        if not found or not counts[found]:
-            raise DatasetError(f"{files[0]}: no PNG pseudo-labels in it: not the expected package")
+        found = pseudo_label_folder(unpacked, name, files[0])
         verify_files(run.voc, files[0], {"train": ("image", "pseudo")}, {"pseudo": found})
         run.install(os.path.dirname(found), [os.path.basename(found)], rename={os.path.basename(found): name})
     run.done_with(folder or files[0], downloaded)
@@ -561,9 +573,13 @@ def step_checkpoint(run: Run, checkpoint_dir: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the tool
+CHECKED = "checked.txt"   # in <root>: what the last deep check that passed covered
+
+
 def final_check(run: Run, pseudo: str | None, deep: bool) -> None:
     """datasets.check on VOC2012: the training fields there are (D_c only with pseudo-labels
-    or the authors' maps), the validation images and masks."""
+    or the authors' maps), the validation images and masks. Deep (every file decoded) unless
+    `deep` is off or a deep check of the same fields passed since the last install."""
     train = ["image", "scribble", "dist_s"]
     folders = {}
     if pseudo:
@@ -572,12 +588,23 @@ def final_check(run: Run, pseudo: str | None, deep: bool) -> None:
     elif os.path.isdir(os.path.join(run.voc, DIST_C)):
         train.append("dist_c")
     ids = split_ids(run.voc)
+    fields = {"train": tuple(train), "val": ("image", "mask")}
+    covered = f"{sorted(fields.items())} {sorted(folders.items())}\n"
+    stamp = run.out.path(CHECKED)
+    run.out.claim([CHECKED])
+    if run.installed and os.path.exists(stamp):
+        os.remove(stamp)
+    if deep and os.path.isfile(stamp) and open(stamp, encoding="utf-8").read() == covered:
+        deep = False  # nothing changed since a deep check of these fields passed
     report = check_dataset(run.voc, splits=tuple(PUBLISHED), folders=folders, deep=deep, progress=True,
-                           fields_by_split={"train": tuple(train), "val": ("image", "mask")})
+                           fields_by_split=fields)
     if not report.ok:
         print(report.summary(), file=sys.stderr)
         raise DatasetError(f"{run.voc}: datasets.check found {len(report.problems)} problem(s) (listed above)")
     print(report.summary())
+    if deep:
+        with atomic_path(stamp) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(covered)
     counts = {s: len(v) for s, v in ids.items()}
     if counts != PUBLISHED:
         raise DatasetError(f"{run.voc}: the id lists hold {counts}, ScribbleSup has {PUBLISHED}")
@@ -589,7 +616,7 @@ def prepare(root: str, source: str = "authors", pseudo: str | None = None, check
     """The whole preparation (module docstring); the Run says what it installed."""
     if from_dir is not None and not os.path.isdir(from_dir):
         raise DatasetError(f"--from {from_dir}: folder not found")
-    run = Run(root, source, from_dir, max(1, workers or os.cpu_count() or 1), keep_downloads)
+    run = Run(root, from_dir, max(1, workers or os.cpu_count() or 1), keep_downloads)
     with RunLock(root, TOOL, "--root"):
         try:
             if source == "authors":
@@ -607,8 +634,7 @@ def prepare(root: str, source: str = "authors", pseudo: str | None = None, check
                 step_checkpoint(run, checkpoint_dir)
         finally:
             shutil.rmtree(run.out.path(".staging"), ignore_errors=True)
-        # a run that installed nothing re-checks headers only: the deep check ran when it did
-        final_check(run, pseudo, deep and bool(run.installed))
+        final_check(run, pseudo, deep)
     return run
 
 

@@ -446,6 +446,32 @@ def test_a_rar_package_is_refused_and_kept(tmp_path, capsys, server, drive):
     assert os.listdir(voc.parent / "downloads" / "scribblesup") == ["scribblesup_authors"]   # not fetched again
 
 
+def test_a_failed_deep_check_is_not_forgotten_by_the_next_run(tmp_path, capsys, mini, server, drive):
+    mini.scribbles[TRAIN[2]][0, 0] = 30     # not a class: only decoding the file shows it
+    server.files[f"drive/{prep.DRIVE_SCRIBBLESUP}"] = mini.scribblesup()
+    for attempt in range(2):
+        code, out, err, voc = run(tmp_path, capsys)
+        line = one_error_line(err)
+        assert code == 1 and "datasets.check found 1 problem(s)" in line, attempt
+        assert f"{TRAIN[2]}.png" in err and "label_value" in err
+    assert "nothing to do" not in out
+    (voc / "pascal_2012_scribble" / f"{TRAIN[2]}.png").write_bytes(png(np.full(mini.hw[TRAIN[2]], 255)))
+    code, out, err, voc = run(tmp_path, capsys)
+    assert code == 0 and "(deep check)" in out, err
+    code, out, err, voc = run(tmp_path, capsys)
+    assert code == 0 and "(quick check)" in out and "nothing to do" in out, err
+
+
+def test_pseudo_label_folder_prefers_the_labels_to_their_pictures(tmp_path):
+    for d, n in (("bmp/labels_BMP", 3), ("bmp/colour", 3), ("bmp/few", 1)):
+        os.makedirs(tmp_path / d)
+        for k in range(n):
+            (tmp_path / d / f"{k}.png").write_bytes(b"")
+    assert prep.pseudo_label_folder(str(tmp_path), "BMP", "x.zip") == str(tmp_path / "bmp/labels_BMP")
+    with pytest.raises(prep.DatasetError, match=r"x\.zip: several folders of 3 PNGs"):
+        prep.pseudo_label_folder(str(tmp_path), "AFA", "x.zip")
+
+
 # ----------------------------------------------------------------------------- the official route
 def test_official_route_builds_segmentation_aug_scribbles_and_d_s(tmp_path, capsys, mini, server, drive):
     code, out, err, voc = run(tmp_path, capsys, "--source", "official")
@@ -560,3 +586,14 @@ def test_defaults_are_where_the_evaluation_script_looks():
     assert default("DATA") == f"{prep.DEFAULT_ROOT}/{prep.VOC}"
     script = open(os.path.join(REPO, "scripts", "prepare_scribblesup.sh")).read()
     assert f'--root "${{ROOT:-{prep.DEFAULT_ROOT}}}"' in script
+
+
+def test_the_script_runs_the_tool(tmp_path):
+    import subprocess
+
+    from conftest import require_installed_venv
+    require_installed_venv()
+    proc = subprocess.run(["sh", os.path.join(REPO, "scripts", "prepare_scribblesup.sh"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: python -m datasets.prepare_scribblesup" in proc.stdout and "--pseudo" in proc.stdout
