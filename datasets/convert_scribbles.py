@@ -5,8 +5,8 @@
     python -m datasets.convert_scribbles --labelme my_scribbles --out DATA/pascal_2012_scribble \\
         [--root DATA] [--images DATA/JPEGImages]
 
-The labelme path (datasets/labelme.py) draws the same 3-px strokes; this docstring describes
-the XML files.
+The labelme path (datasets/labelme.py) draws the same 3-px strokes (both draw with
+datasets.strokes.draw_strokes); this docstring describes the XML files.
 
 One XML per image (`<id>.xml`, the id is taken from the file name):
 
@@ -37,22 +37,18 @@ import argparse
 import os
 import sys
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from datasets.labelme import convert_labelme
 from datasets.layout import CLASSES, SCRIBBLE_TAGS, DatasetError
+from datasets.strokes import UNLABELLED, ConvertStats, draw_strokes
 from utils.io import image_size as read_image_size
 from utils.io import OutputError, prepare_output_dir, save_png
 from utils.parallel import parallel_map
 
 CLASS_OF_TAG = {**{n: i for i, n in enumerate(CLASSES)}, **{n: i for i, n in enumerate(SCRIBBLE_TAGS)}}
-UNLABELLED = 255
-# OpenCV draws a line of thickness t as a band of half-width t/2 rounded *up* for odd t
-# (t=2 -> 3 px, t=3 -> 5 px, for every OpenCV version), so a 3-px stroke is thickness 2.
-_CV_THICKNESS_3PX = 2
 
 
 def _text(elem: ET.Element, tag: str, where: str) -> str:
@@ -68,38 +64,6 @@ def _number(elem: ET.Element, tag: str, where: str) -> int:
         return int(round(float(text)))
     except ValueError:
         raise ValueError(f"{where}: <{tag}> is not a number: '{text}'") from None
-
-
-def draw_strokes(strokes, image_size: tuple[int, int], notes: list[str] | None = None,
-                 where: str = "") -> np.ndarray:
-    """(H, W) uint8 canvas of 255 with `strokes` drawn on it, in order (later ones overwrite).
-
-    strokes: [(class index, [(x, y), ...] 0-based integer pixels, closed)], numbered from 1 in
-    messages. Each is a 3-px polyline through its points (`closed`: also from the last point
-    back to the first); a one-point stroke is a dot (3x3 less its corners), an empty one draws
-    nothing. Points outside the image are clamped to its border and, when `notes` is given,
-    listed in one note starting with `where` (the file). Shared by the ScribbleSup XML and the
-    labelme converters, so both give the same pixels for the same strokes.
-    """
-    h, w = image_size
-    canvas = np.full((h, w), UNLABELLED, np.uint8)
-    clamped = []
-    for k, (cls, pts, closed) in enumerate(strokes, 1):
-        if not len(pts):
-            continue  # an empty stroke marks nothing
-        raw = np.array(pts, np.int64).reshape(-1, 2)
-        pts = np.clip(raw, 0, [w - 1, h - 1]).astype(np.int32)
-        outside = int((pts != raw).any(axis=1).sum())
-        if outside:
-            clamped.append(f"{outside} in stroke {k}")
-        if len(pts) == 1:  # OpenCV draws nothing for a one-point polyline; a dot is a stroke
-            pts = np.repeat(pts, 2, axis=0)
-        cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], isClosed=bool(closed), color=int(cls),
-                      thickness=_CV_THICKNESS_3PX, lineType=cv2.LINE_8)
-    if notes is not None and clamped:
-        notes.append(f"{where}: point(s) outside the {w}x{h} image clamped to its border "
-                     f"({', '.join(clamped)})")
-    return canvas
 
 
 def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = None,
@@ -146,29 +110,6 @@ def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = N
     if notes is not None and not any(pts for _, pts, _ in strokes):
         notes.append(f"{xml_path}: no <polygon> with points: the scribble marks no pixel (all 255)")
     return canvas
-
-
-@dataclass
-class ConvertStats:
-    converted: int = 0
-    labelled_pixels: int = 0
-    total_pixels: int = 0
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # converted, but worth a look
-
-    @property
-    def labelled_percent(self) -> float:
-        return 100.0 * self.labelled_pixels / max(1, self.total_pixels)
-
-    def summary(self) -> str:
-        lines = [f"converted {self.converted} file(s); labelled pixels {self.labelled_percent:.2f} %"]
-        if self.notes:
-            lines.append(f"{len(self.notes)} note(s) on converted files:")
-            lines += [f"  {n}" for n in self.notes]
-        if self.problems:
-            lines.append(f"{len(self.problems)} file(s) not converted:")
-            lines += [f"  {p}" for p in self.problems]
-        return "\n".join(lines)
 
 
 def _convert_one(args: tuple[str, str, str]) -> tuple[int, int, str | None, list[str]]:
@@ -235,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--root is for --labelme (the XML tags are the VOC classes)")
     try:
         if args.labelme is not None:
-            from datasets.labelme import convert_labelme
             stats = convert_labelme(args.labelme, args.out, root=args.root, images_dir=args.images,
                                     workers=args.workers)
         else:

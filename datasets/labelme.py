@@ -10,7 +10,7 @@ JSON's file name):
      "imagePath": "../JPEGImages/2007_000032.jpg", "imageHeight": 281, "imageWidth": 500,
      "imageData": null, ...}
 
-Each shape, in file order, is one 3-px stroke drawn by convert_scribbles.draw_strokes (so the
+Each shape, in file order, is one 3-px stroke drawn by strokes.draw_strokes (so the
 pixels are those of the XML path: later strokes overwrite earlier ones, 255 elsewhere):
 `linestrip` and `line` as an open polyline, `polygon` as its closed outline (the interior is
 not filled: a scribble marks where the annotator drew), `point` as a dot. A shape without
@@ -47,9 +47,9 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from datasets.convert_scribbles import UNLABELLED, ConvertStats, draw_strokes
 from datasets.layout import SCRIBBLE_TAGS, DatasetError
 from datasets.meta import VOC_CLASSES, VOC_META, DatasetMeta, MetaError, load_meta
+from datasets.strokes import UNLABELLED, ConvertStats, draw_strokes
 from utils.io import image_size as read_image_size
 from utils.io import prepare_output_dir, save_png
 from utils.parallel import parallel_map
