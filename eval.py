@@ -51,6 +51,7 @@ from models.arch import architecture_hint, resolve_architecture
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from utils.cli import run_main
+from utils.device import DEVICE_HELP, device_flag
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
 from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_stale_temps, save_png,
                       save_rgb_png)
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--crf", action="store_true", help="DenseCRF refinement (pydensecrf2; not in the paper)")
     # execution
     a("--crop_batch", type=int, default=8, help="windows per forward pass (bounds memory)")
-    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+    a("--device", default="auto", type=device_flag, help=DEVICE_HELP)
     a("--amp", action=argparse.BooleanOptionalAction, default=None,
       help="mixed precision (default: on with CUDA)")
     a("--overlay", action="store_true", help="also write image | ground truth | prediction pictures")

@@ -46,6 +46,7 @@ from models.cam import CAM_DEPTHS, CAM_SCALES, OUTPUT_STRIDE, build_cam_net, mul
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from utils.cli import run_main
+from utils.device import DEVICE_HELP, device_flag
 from utils.engine import Task, add_engine_flags, check_engine_flags, fit, start_run
 from utils.io import atomic_path, prepare_output_dir, read_label, save_png, save_rgb_png
 from utils.training import TrainingError, distributed, pretrained_error, shuffled_loader, unwrap
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="redo ids whose pseudo-label already exists")
     a("--preview", type=int, default=6, help="images in the preview picture (0: none)")
     a("--trust_checkpoint", action="store_true", help="torch.load with weights_only=False")
-    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+    a("--device", default="auto", type=device_flag, help=DEVICE_HELP)
     return p
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from utils import dist
 from utils.checkpoint import save_checkpoint
+from utils.device import DEVICE_HELP, device_flag
 from utils.io import prepare_output_dir, save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, lr_at,
@@ -40,7 +41,7 @@ def add_engine_flags(p: argparse.ArgumentParser, logdir: str, epochs: int, warmu
     a("--seed", type=int, default=seed)
     a("--amp", action=argparse.BooleanOptionalAction, default=None,
       help="mixed precision (default: on with CUDA, fp16 + GradScaler; off on CPU)")
-    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+    a("--device", default="auto", type=device_flag, help=DEVICE_HELP)
     a("--logdir", default=logdir, help="checkpoints, metrics.csv, curves.png, TensorBoard")
     a("--resume", default=None, help="a checkpoint path, or 'auto' (the log dir's last checkpoint)")
     a("--resume_override", action="store_true",

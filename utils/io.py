@@ -118,12 +118,18 @@ def atomic_path(path: str):
     never a truncated `path`. Outputs get the umask's permissions, like any other file.
     """
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
-    tmp = _new_temp(d, base, ext)
+    try:
+        os.makedirs(d, exist_ok=True)
+        tmp = _new_temp(d, base, ext)
+    except OSError as e:  # a read-only folder, a file in the way: one line naming the path
+        raise _write_failure(path, e) or _cannot_write(path, e) from None
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # onto a folder, a vanished folder
+            raise _cannot_write(path, e) from None
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -131,6 +137,10 @@ def atomic_path(path: str):
         if failure is not None:
             raise failure from None
         raise
+
+
+def _cannot_write(path: str, e: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write it ({e.strerror or e})")
 
 
 def save_png(array: np.ndarray, path: str, palette: bool | np.ndarray = False) -> None:

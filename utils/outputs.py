@@ -1,5 +1,4 @@
-"""Who may write where: the one ownership rule of every tool that writes (README, "What the
-tools write").
+"""Who may write where: the one ownership rule of every tool that writes (docs/outputs.md).
 
     out = claim_output_dir(args.out, tool="distance_map", what="--dst", inputs=[args.src])
     out.claim(names)               # refused, naming the file, if one exists that this tool did not write
@@ -15,6 +14,8 @@ tools write").
 4. Names are names: no separators other than '/' between plain parts, no '..', not absolute
    (an id never leads a write outside the folder).
 
+A tool's single output file (a JSON report) follows the same rule through claim_output_file:
+never a folder, never an input, an existing file only if the tool recognises it as its own.
 Run folders (train.py's --logdir) also take a `RunLock` while a run lives.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from utils.io import OutputError, check_output_dir, is_temp_name, remove_stale_temps
 
@@ -127,38 +128,97 @@ class OutputDir:
     def owns(self, name: str) -> bool:
         return name in self._written
 
+    def remove(self, name: str) -> bool:
+        """Delete <folder>/<name> if this tool wrote it (never anything else); True if deleted."""
+        path = self.path(name)
+        if not self.owns(name) or not os.path.isfile(path):
+            return False
+        try:
+            os.unlink(path)
+        except OSError as e:
+            raise OutputError(f"{path}: cannot remove it ({e.strerror or e})") from None
+        return True
+
 
 def claim_output_dir(path: str, tool: str, what: str = "--out", inputs: Iterable[str | None] = (),
-                     clear_temps: bool = True) -> OutputDir:
+                     clear_temps: bool = True, create: bool = True, also: Iterable[str] = (),
+                     earlier: Callable[[str, list[str]], bool] | None = None) -> OutputDir:
     """The ownership rule (module docstring), checked before any work: create `path` and mark it
     as `tool`'s, or accept it if it is empty or already marked by `tool`; OutputError naming the
-    folder (or the file in the way) otherwise. `inputs`: the folders this run reads."""
+    folder (or the file in the way) otherwise. `inputs`: the folders (or files) this run reads.
+
+    `create=False` checks everything and changes nothing (call it again with create=True when
+    the work is ready to write: a run that fails before has left no folder behind).
+    `also`: other tools whose marked folder this tool may add files to (the labelling step
+    writes its preview beside the classifier's checkpoint). `earlier(path, entries)`: True if an
+    unmarked folder holding `entries` is this tool's output from a version that did not mark its
+    folders (train.py's old log folders); it is then marked, those entries recorded as written."""
     if not path or not str(path).strip():
         raise OutputError(f"{what}: empty path; name an output folder")
     check_output_dir(path, what, create=False)
     refuse_inputs(path, what, inputs)
+    adopted: list[str] = []
     if os.path.isdir(path):
         header, written = read_mark(path)
         entries = _entries(path)
         if header is None and entries:
-            raise OutputError(f"{what} {path}: exists and was not made by {tool} (it holds "
-                              f"{_show(entries)}); choose a new or empty folder")
-        if header is not None and header.get("tool") != tool:
+            if earlier is None or not earlier(path, entries):
+                raise OutputError(f"{what} {path}: exists and was not made by {tool} (it holds "
+                                  f"{_show(entries)}); choose a new or empty folder")
+            adopted = entries
+        if header is not None and header.get("tool") != tool and header.get("tool") not in set(also):
             raise OutputError(f"{what} {path}: is the output of {header.get('tool')!r}, not of {tool}; "
                               f"choose another folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {path}: cannot write into the folder (permission denied)")
+        if not create:
+            return OutputDir(path, tool, what, written | set(adopted))
         if clear_temps:
             n = remove_stale_temps(path)
             if n:
                 print(f"{path}: removed {n} temporary file(s) left by an interrupted run")
         if header is not None:
             return OutputDir(path, tool, what, written)
+    if not create:
+        return OutputDir(path, tool, what, set())
     check_output_dir(path, what, create=True)
     try:
         with open(os.path.join(path, MARK), "w", encoding="utf-8") as f:
             f.write(json.dumps({"tool": tool, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+            f.write("".join(n + "\n" for n in adopted))
     except OSError as e:
         raise OutputError(f"{what} {path}: cannot write into the folder ({e.strerror or e})") from None
-    return OutputDir(path, tool, what, set())
+    if adopted:
+        print(f"{what} {path}: an earlier {tool} run's folder (written before folders were marked); "
+              f"marked as {tool}'s")
+    return OutputDir(path, tool, what, set(adopted))
+
+
+def claim_output_file(path: str, what: str, is_ours: Callable[[str], bool] | None = None,
+                      inputs: Iterable[str | None] = ()) -> str:
+    """The rule for a tool's single output file (a JSON report): OutputError naming `path`
+    unless it can be written and replacing it loses nothing: not a folder, not under a file,
+    its folder writable, not one of `inputs` (real paths); an existing file only if
+    `is_ours(path)` says this tool wrote it. Checked before any work; returns `path`."""
+    if not path or not str(path).strip():
+        raise OutputError(f"{what}: empty path; name an output file")
+    if os.path.isdir(path):
+        raise OutputError(f"{what} {path}: is a folder; name a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    check_output_dir(parent, what, create=False)
+    real = _real(path)
+    for src in inputs:
+        if src and _real(src) == real:
+            raise OutputError(f"{what} {path}: is the input file {src}; choose another file")
+    if os.path.lexists(path) and not (is_ours is not None and is_ours(path)):
+        raise OutputError(f"{what} {path}: exists and was not written by this tool; it would be "
+                          f"replaced: move it, or choose another file")
+    probe = parent
+    while not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: cannot write into {probe} (permission denied)")
+    return path
 
 
 def _show(entries: list[str], n: int = 3) -> str:
