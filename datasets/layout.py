@@ -130,6 +130,11 @@ class Layout:
             raise DatasetError(f"no folder given for field '{name}' (name the pseudo-label folder)")
         return os.path.join(self.root, sub)
 
+    def input_folders(self) -> list[str]:
+        """Every folder of this layout a tool may read (each field's, the id lists'): what no
+        tool writes into (utils.outputs' rule)."""
+        return [self.folder(f) for f in FIELDS if self.folders[f]] + [os.path.join(self.root, self.meta.splits_dir)]
+
     def path(self, name: str, id_: str) -> str:
         ext = self.meta.image_suffix if name == "image" else ".png"
         return os.path.join(self.folder(name), id_ + ext)

@@ -18,6 +18,7 @@ import torch
 import train
 from conftest import corrupt_file, torchrun
 from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.outputs import claim_output_dir
 from utils.training import lr_at
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -281,7 +282,7 @@ def test_resume_with_other_schedule_flags_is_refused_unless_overridden(synthetic
 
 def test_start_clears_only_our_stale_temp_files(synthetic_root, tmp_path):
     log = tmp_path / "log"
-    log.mkdir()
+    claim_output_dir(str(log), "train.py")  # the folder of a run killed before its first epoch ended
     ours = [".last_checkpoint.k2x_9qaz.tmp.pth", ".metrics.0a1b2c3d.tmp.csv"]  # a killed run's
     foreign = [".last_checkpoint.tmp.pth", "notes.tmp.txt", ".cache.abc.tmp", ".x.12345678.tmpfoo"]
     for name in ours + foreign:

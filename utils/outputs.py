@@ -106,15 +106,21 @@ class OutputDir:
         """The names that exist in the folder but were not written by this tool."""
         return [n for n in names if n not in self._written and os.path.lexists(self.path(n))]
 
-    def claim(self, names: Iterable[str]) -> None:
-        """Record `names` as this tool's before writing them; OutputError naming the first that
-        exists and is not ours (nothing is recorded then). Safe to call again with the same names."""
+    def check(self, names: Iterable[str]) -> list[str]:
+        """`names`, checked: OutputError naming the first that exists and is not ours (claim's
+        refusal, recording nothing: for a check before the work, when the folder may not exist)."""
         names = [check_name(n, "output name") for n in names]
         foreign = self.foreign(names)
         if foreign:
             more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
             raise OutputError(f"{self.path(foreign[0])}: exists and was not written by {self.tool}{more}; "
                               f"it would be replaced: move it, or choose another {self.what}")
+        return names
+
+    def claim(self, names: Iterable[str]) -> None:
+        """Record `names` as this tool's before writing them; OutputError naming the first that
+        exists and is not ours (nothing is recorded then). Safe to call again with the same names."""
+        names = self.check(names)
         new = [n for n in dict.fromkeys(names) if n not in self._written]
         if not new:
             return
