@@ -200,7 +200,7 @@ def claim_output_dir(path: str, tool: str, what: str = "--out", inputs: Iterable
     return OutputDir(path, tool, what, set(adopted))
 
 
-def claim_output_file(path: str, what: str, is_ours: Callable[[str], bool] | None = None,
+def claim_output_file(path: str, tool: str, what: str, is_ours: Callable[[str], bool] | None = None,
                       inputs: Iterable[str | None] = ()) -> str:
     """The rule for a tool's single output file (a JSON report): OutputError naming `path`
     unless it can be written and replacing it loses nothing: not a folder, not under a file,
@@ -217,7 +217,7 @@ def claim_output_file(path: str, what: str, is_ours: Callable[[str], bool] | Non
         if src and _real(src) == real:
             raise OutputError(f"{what} {path}: is the input file {src}; choose another file")
     if os.path.lexists(path) and not (is_ours is not None and is_ours(path)):
-        raise OutputError(f"{what} {path}: exists and was not written by this tool; it would be "
+        raise OutputError(f"{what} {path}: exists and was not written by {tool}; it would be "
                           f"replaced: move it, or choose another file")
     probe = parent
     while not os.path.isdir(probe):
