@@ -62,17 +62,19 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def refuse_inputs(path: str, what: str, inputs: Iterable[str | None]) -> None:
-    """OutputError if `path` is, lies inside, or holds one of the `inputs` folders (real paths)."""
+    """OutputError if `path` is, lies inside, or holds one of the `inputs` (folders or files),
+    compared by real path."""
     target = _real(path)
     for src in inputs:
         if not src:
             continue
         real = _real(src)
+        kind = "file" if os.path.isfile(real) else "folder"
         if target == real or _inside(target, real):
-            raise OutputError(f"{what} {path}: is {'' if target == real else 'inside '}the input "
-                              f"folder {src}; a tool never writes into what it reads (choose another folder)")
+            raise OutputError(f"{what} {path}: is {'' if target == real else 'inside '}the input {kind} "
+                              f"{src}; a tool never writes into what it reads (choose another {what})")
         if _inside(real, target) and os.path.exists(real):
-            raise OutputError(f"{what} {path}: holds the input folder {src}; choose a folder of its own")
+            raise OutputError(f"{what} {path}: holds the input {kind} {src}; choose a folder of its own")
 
 
 def _entries(path: str) -> list[str]:
@@ -204,18 +206,15 @@ def claim_output_file(path: str, tool: str, what: str, is_ours: Callable[[str], 
                       inputs: Iterable[str | None] = ()) -> str:
     """The rule for a tool's single output file (a JSON report): OutputError naming `path`
     unless it can be written and replacing it loses nothing: not a folder, not under a file,
-    its folder writable, not one of `inputs` (real paths); an existing file only if
-    `is_ours(path)` says this tool wrote it. Checked before any work; returns `path`."""
+    its folder writable, neither one of `inputs` nor inside one (real paths); an existing file
+    only if `is_ours(path)` says this tool wrote it. Checked before any work; returns `path`."""
     if not path or not str(path).strip():
         raise OutputError(f"{what}: empty path; name an output file")
     if os.path.isdir(path):
         raise OutputError(f"{what} {path}: is a folder; name a file")
     parent = os.path.dirname(os.path.abspath(path))
     check_output_dir(parent, what, create=False)
-    real = _real(path)
-    for src in inputs:
-        if src and _real(src) == real:
-            raise OutputError(f"{what} {path}: is the input file {src}; choose another file")
+    refuse_inputs(path, what, inputs)  # an input file itself, or a file inside an input folder
     if os.path.lexists(path) and not (is_ours is not None and is_ours(path)):
         raise OutputError(f"{what} {path}: exists and was not written by {tool}; it would be "
                           f"replaced: move it, or choose another file")
