@@ -97,6 +97,7 @@ def start_run(args, task_cls: type[Task], inputs: Iterable[str] = ()) -> tuple[t
 
 def open_run_folder(args, task_cls: type[Task], inputs: Iterable[str] = ()) -> OutputDir:
     names = run_names(task_cls)
+    new = not os.path.exists(args.logdir)
     out = claim_output_dir(args.logdir, task_cls.tool, "--logdir", inputs,
                            earlier=functools.partial(_earlier_run, task_cls=task_cls))
     lock = RunLock(args.logdir, task_cls.tool).acquire()
@@ -117,18 +118,22 @@ def open_run_folder(args, task_cls: type[Task], inputs: Iterable[str] = ()) -> O
                 print(f"--start_over: removed the previous run's {', '.join(gone)} from {args.logdir}")
     except BaseException:
         lock.release()
+        if new:
+            out.discard_if_unused()
         raise
-    _RUN.update(out=out, lock=lock)
+    _RUN.update(out=out, lock=lock, new=new)
     return out
 
 
 def end_run() -> None:
     """Release the run folder's lock (the training CLIs call it however the run ended; a
-    process killed outright leaves a lock that the next run recognises as dead)."""
-    lock = _RUN.pop("lock", None)
-    _RUN.pop("out", None)
+    process killed outright leaves a lock that the next run recognises as dead). A folder this
+    run created and never wrote into (it failed at the data check) is removed."""
+    lock, out, new = _RUN.pop("lock", None), _RUN.pop("out", None), _RUN.pop("new", False)
     if lock is not None:
         lock.release()
+    if new and out is not None:
+        out.discard_if_unused()
 
 
 def _earlier_run(path: str, entries: list[str], task_cls: type[Task]) -> bool:

@@ -136,6 +136,17 @@ class OutputDir:
     def owns(self, name: str) -> bool:
         return name in self._written
 
+    def discard_if_unused(self) -> bool:
+        """Remove the folder if it holds nothing but our mark, so that a run that failed before
+        writing anything leaves no folder behind; True if removed."""
+        if not os.path.isdir(self.root) or set(os.listdir(self.root)) - {MARK}:
+            return False
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.root, MARK))
+            os.rmdir(self.root)
+            return True
+        return False
+
     def remove(self, name: str) -> bool:
         """Delete <folder>/<name> if this tool wrote it (never anything else); True if deleted."""
         path = self.path(name)
