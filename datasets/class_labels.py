@@ -31,7 +31,7 @@ from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, La
 from datasets.meta import load_meta
 from utils.io import OutputError, atomic_path, read_label
 from utils.labels import label_value_problem
-from utils.outputs import claim_output_file
+from utils.outputs import claim_output_file, json_of
 
 TOOL = "datasets.class_labels"
 
@@ -84,11 +84,7 @@ def write_class_labels(labels: dict[str, list[int]], path: str) -> None:
 
 def is_class_labels_file(path: str) -> bool:
     """Whether `path` holds class labels as write_class_labels writes them ({id: [ints]})."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return False
+    data = json_of(path)
     return isinstance(data, dict) and all(
         isinstance(v, list) and all(isinstance(c, int) for c in v) for v in data.values())
 

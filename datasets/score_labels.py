@@ -31,7 +31,7 @@ from datasets.layout import (CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, L
 from datasets.meta import load_meta
 from utils.io import OutputError, atomic_path, read_label
 from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct
-from utils.outputs import claim_output_file
+from utils.outputs import claim_output_file, json_of
 
 UNLABELLED_NOTE = "labels' 255 (unlabelled) pixels are scored as background"
 TOOL = "datasets.score_labels"
@@ -150,11 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def is_scores_file(path: str) -> bool:
     """Whether `path` holds scores this module (or make_pseudo_labels.py label) wrote."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return False
+    data = json_of(path)
     return isinstance(data, dict) and data.get("note") == UNLABELLED_NOTE
 
 

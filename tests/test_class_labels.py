@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from datasets.class_labels import collect_class_labels, image_classes, main
+from conftest import main_with_file_size_limit
 from datasets.layout import DatasetError
 from utils.io import save_png
 
@@ -104,13 +105,7 @@ def test_out_onto_a_folder_or_a_full_disk_is_one_line(root, tmp_path, capsys):
     assert err.count("\n") == 1 and "dir.json: is a folder" in err
     # a file-size limit fails the write as a full disk does (EFBIG instead of ENOSPC)
     out = tmp_path / "labels.json"
-    code = (f"import resource, signal, sys\n"
-            f"signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            f"resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))\n"
-            f"from datasets.class_labels import main\n"
-            f"sys.exit(main(['--root', {str(root)!r}, '--out', {str(out)!r}]))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    proc = main_with_file_size_limit("datasets.class_labels", ["--root", root, "--out", out], 8)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.count("error:") == 1 and "labels.json: cannot write it: the disk is full" in proc.stderr
     assert not out.exists() and not [n for n in os.listdir(tmp_path) if ".tmp" in n]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ from datasets.layout import DatasetError, read_ids, split_path
 from datasets.meta import VOC_META
 from models import build_model
 from models.cam import build_cam_net
-from utils.outputs import LOCK, MARK, RunLock, claim_output_dir
+from utils.outputs import LOCK, RunLock, claim_output_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--layers", "18", "--pretrained", "none", "--batchsize", "2", "--crop_size", "65",

@@ -237,6 +237,16 @@ def claim_output_file(path: str, tool: str, what: str, is_ours: Callable[[str], 
     return path
 
 
+def json_of(path: str):
+    """The parsed JSON of an existing file, None if it cannot be read as JSON (for a tool's
+    `is_ours` test of its own output file)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _show(entries: list[str], n: int = 3) -> str:
     return ", ".join(entries[:n]) + (f" and {len(entries) - n} more" if len(entries) > n else "")
 
