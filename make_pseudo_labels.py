@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from datasets.cam_labels import BG_THRESH, FG_THRESH, cam_pseudo_label
-from datasets.class_labels import collect_class_labels, image_classes, write_class_labels
+from datasets.class_labels import collect_class_labels, image_classes, is_class_labels_file, write_class_labels
 from datasets.layout import IGNORE_INDEX, DatasetError, Layout, read_ids, split_path
 from datasets.meta import VOC_META, load_meta, meta_of_checkpoint, require_same_classes
 from datasets.scribble import ScribbleDataset
@@ -55,7 +55,7 @@ from utils.cli import run_main
 from utils.device import DEVICE_HELP, device_flag
 from utils.engine import Task, add_engine_flags, check_engine_flags, end_run, fit, run_names, start_run
 from utils.io import atomic_path, read_label, save_png, save_rgb_png
-from utils.outputs import OutputDir, claim_output_dir
+from utils.outputs import OutputDir, claim_output_dir, claim_output_file
 from utils.training import TrainingError, distributed, pretrained_error, shuffled_loader, unwrap
 
 # The classifier's outputs are the foreground classes 1..C-1 of the dataset's description
@@ -158,6 +158,9 @@ def class_labels_for(args, split: str, num_classes: int) -> dict[str, list[int]]
             raise DatasetError(f"{path}: no class labels for {len(missing)} id(s) of {split}, e.g. "
                                f"{missing[:3]}; rerun python -m datasets.class_labels")
         return labels
+    # the file it will write: never a folder, never inside one of the dataset's folders
+    claim_output_file(path, "make_pseudo_labels.py", "--class_labels", is_class_labels_file,
+                      Layout(args.dataset_path, {"scribble": args.scribble_path}).input_folders())
     labels, _ = collect_class_labels(args.dataset_path, split, {"scribble": args.scribble_path},
                                      num_classes=num_classes, progress=dist.is_main())
     if dist.is_main():

@@ -26,7 +26,7 @@ from datasets.layout import DatasetError, read_ids, split_path
 from datasets.meta import VOC_META
 from models import build_model
 from models.cam import build_cam_net
-from utils.outputs import LOCK, RunLock, claim_output_dir
+from utils.outputs import LOCK, MARK, RunLock, claim_output_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--layers", "18", "--pretrained", "none", "--batchsize", "2", "--crop_size", "65",
@@ -183,10 +183,60 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_killed_runs_lock_is_tak
     assert not (log / LOCK).exists()  # released at the end
 
 
+def test_a_log_folder_from_before_marks_is_recognised_and_resumed(world, tmp_path):
+    """Log folders written before folders were marked: train.py's own names and a checkpoint of
+    its kind with its run's arguments are adopted (--resume auto continues them); the same
+    names around another kind of checkpoint are not."""
+    data, log = world["data"], tmp_path / "old"
+    argv = ["--dataset_path", data, "--logdir", log, *TINY, "--epochs", "2"]
+    assert call(train.main, argv + ["--stop_after", "1"])[0] == 0
+    os.unlink(log / MARK)  # as an earlier version left it
+    rc, out, err = call(train.main, argv + ["--resume", "auto"])
+    assert rc == 0, err
+    assert "an earlier train.py run's folder" in out and "resumed from" in out
+    assert torch.load(log / "last_checkpoint.pth", weights_only=False)["epoch"] == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(world["cam"], other / "last_checkpoint.pth")
+    (other / "config.json").write_text("{}")
+    rc, _, err = call(train.main, ["--dataset_path", data, "--logdir", other, *TINY, "--resume", "auto"])
+    assert "was not made by train.py" in one_error_line(rc, err)
+
+
 def test_run_lock_of_a_live_holder_on_this_host(tmp_path):
     with RunLock(str(tmp_path), "train.py"):
         with pytest.raises(OSError, match=f"pid {os.getpid()}"):
             RunLock(str(tmp_path), "train.py").acquire()
+
+
+READ_ONLY = {  # tool -> argv(world, the read-only folder)
+    "train.py": (train.main, lambda w, ro: ["--dataset_path", w["data"], "--logdir", ro, *TINY]),
+    "eval.py": (evaluation.main, lambda w, ro: ["--checkpoint_path", w["seg"], "--dataset_path", w["data"],
+                                                "--save_path", ro / "eval", *SMALL]),
+    "predict.py": (predict.main, lambda w, ro: ["--checkpoint_path", w["seg"], "--images",
+                                                w["data"] / "JPEGImages", "--out", ro, *INFER]),
+    "make_pseudo_labels.py label": (mpl.main, lambda w, ro: ["label", "--dataset_path", w["data"],
+                                                             "--checkpoint_path", w["cam"], "--out", ro]),
+    "datasets.score_labels": (score_labels.main, lambda w, ro: ["--root", w["data"], "--labels", "pseudo_label",
+                                                                "--json", ro / "s.json"]),
+    "datasets.class_labels": (class_labels.main, lambda w, ro: ["--root", w["data"], "--out", ro / "c.json"]),
+}
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root writes into a read-only folder (checked by hand on a read-only mount)")
+@pytest.mark.parametrize("tool", READ_ONLY)
+def test_a_read_only_output_folder_is_one_line(world, tmp_path, tool):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        main, argv = READ_ONLY[tool]
+        rc, _, err = call(main, argv(world, ro))
+        assert "read-only, or permission denied" in one_error_line(rc, err)
+        assert os.listdir(ro) == []
+    finally:
+        ro.chmod(0o755)
 
 
 # ----------------------------------------------------------------------------- ids are names

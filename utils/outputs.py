@@ -188,8 +188,7 @@ def claim_output_dir(path: str, tool: str, what: str = "--out", inputs: Iterable
         if header is not None and header.get("tool") != tool and header.get("tool") not in set(also):
             raise OutputError(f"{what} {path}: is the output of {header.get('tool')!r}, not of {tool}; "
                               f"choose another folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise OutputError(f"{what} {path}: cannot write into the folder (permission denied)")
+        _require_writable(path, path, what)
         if not create:
             return OutputDir(path, tool, what, written | set(adopted))
         if clear_temps:
@@ -198,6 +197,8 @@ def claim_output_dir(path: str, tool: str, what: str = "--out", inputs: Iterable
                 print(f"{path}: removed {n} temporary file(s) left by an interrupted run")
         if header is not None:
             return OutputDir(path, tool, what, written)
+    else:
+        _require_writable(os.path.dirname(os.path.abspath(path)), path, what)  # where it will be made
     if not create:
         return OutputDir(path, tool, what, set())
     check_output_dir(path, what, create=True)
@@ -229,12 +230,17 @@ def claim_output_file(path: str, tool: str, what: str, is_ours: Callable[[str], 
     if os.path.lexists(path) and not (is_ours is not None and is_ours(path)):
         raise OutputError(f"{what} {path}: exists and was not written by {tool}; it would be "
                           f"replaced: move it, or choose another file")
-    probe = parent
-    while not os.path.isdir(probe):
-        probe = os.path.dirname(probe)
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: cannot write into {probe} (permission denied)")
+    _require_writable(parent, path, what)
     return path
+
+
+def _require_writable(folder: str, path: str, what: str) -> None:
+    """OutputError unless the nearest existing folder of `folder` (itself or an ancestor: what
+    will be made there) can be written into."""
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: cannot write into {folder} (read-only, or permission denied)")
 
 
 def json_of(path: str):
