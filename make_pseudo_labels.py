@@ -353,9 +353,11 @@ def label_outputs(args, layout: Layout, ids: list[str], out_dir: str, with_score
     def earlier(path: str, entries: list[str]) -> bool:  # a log folder from before folders were marked
         return all(e in keep or _BESIDE.fullmatch(e) for e in entries)
 
+    # the classifier's log folder, where `label` adds its report as the classifier's tool (its
+    # temp files are left alone: a training run may be writing a checkpoint there)
     folder = claim_output_dir(os.path.dirname(os.path.abspath(args.checkpoint_path)), CAMTask.tool,
-                              "--checkpoint_path's folder", layout.input_folders(), create=create,
-                              also=(LABEL_TOOL,), earlier=earlier)
+                              "--checkpoint_path's folder", layout.input_folders(), clear_temps=False,
+                              create=create, earlier=earlier)
     (folder.claim if create else folder.check)(beside)
     return out, folder
 

@@ -82,7 +82,8 @@ def run_names(task_cls: type[Task]) -> list[str]:
     return [*RUN_FILES, task_cls.picture_file]
 
 
-def start_run(args, task_cls: type[Task], inputs: Iterable[str] = ()) -> tuple[torch.device, torch.dtype | None]:
+def start_run(args, task_cls: type[Task],
+              inputs: Iterable[str] = ()) -> tuple[torch.device, torch.dtype | None]:
     """Process group, device, autocast dtype, seeds; then, on rank 0, the log dir: claimed as
     `task_cls.tool`'s (utils.outputs: never an input folder in `inputs`, never a folder or file
     someone else wrote), locked for the run's life (a second run is refused naming this one;
@@ -96,6 +97,8 @@ def start_run(args, task_cls: type[Task], inputs: Iterable[str] = ()) -> tuple[t
 
 
 def open_run_folder(args, task_cls: type[Task], inputs: Iterable[str] = ()) -> OutputDir:
+    """--logdir claimed with the run's names and locked (start_run); a folder it made is removed
+    again if the run is refused."""
     names = run_names(task_cls)
     new = not os.path.exists(args.logdir)
     out = claim_output_dir(args.logdir, task_cls.tool, "--logdir", inputs,

@@ -160,7 +160,7 @@ class OutputDir:
 
 
 def claim_output_dir(path: str, tool: str, what: str = "--out", inputs: Iterable[str | None] = (),
-                     clear_temps: bool = True, create: bool = True, also: Iterable[str] = (),
+                     clear_temps: bool = True, create: bool = True,
                      earlier: Callable[[str, list[str]], bool] | None = None) -> OutputDir:
     """The ownership rule (module docstring), checked before any work: create `path` and mark it
     as `tool`'s, or accept it if it is empty or already marked by `tool`; OutputError naming the
@@ -168,8 +168,7 @@ def claim_output_dir(path: str, tool: str, what: str = "--out", inputs: Iterable
 
     `create=False` checks everything and changes nothing (call it again with create=True when
     the work is ready to write: a run that fails before has left no folder behind).
-    `also`: other tools whose marked folder this tool may add files to (the labelling step
-    writes its preview beside the classifier's checkpoint). `earlier(path, entries)`: True if an
+    `earlier(path, entries)`: True if an
     unmarked folder holding `entries` is this tool's output from a version that did not mark its
     folders (train.py's old log folders); it is then marked, those entries recorded as written."""
     if not path or not str(path).strip():
@@ -185,7 +184,7 @@ def claim_output_dir(path: str, tool: str, what: str = "--out", inputs: Iterable
                 raise OutputError(f"{what} {path}: exists and was not made by {tool} (it holds "
                                   f"{_show(entries)}); choose a new or empty folder")
             adopted = entries
-        if header is not None and header.get("tool") != tool and header.get("tool") not in set(also):
+        if header is not None and header.get("tool") != tool:
             raise OutputError(f"{what} {path}: is the output of {header.get('tool')!r}, not of {tool}; "
                               f"choose another folder")
         _require_writable(path, path, what)
