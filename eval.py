@@ -15,8 +15,9 @@ ground truth | prediction), and once every image is scored: <save_path>/metrics.
 <save_path>/iou_per_class.png, <save_path>/confusion_matrix.png and, last, <save_path>.txt
 (the authors' three lines, then the per-class table). A run that stops early leaves no report,
 and <save_path>/UNFINISHED.txt says its predictions may mix with an earlier run's. eval.py
-replaces only its own reports: it refuses a save path inside the dataset root, or whose .txt
-is not one of its reports.
+writes only what it owns (docs/outputs.md), checked before any work: <save_path> is a folder
+it made (or an empty one), never inside the dataset root, and a <save_path>.txt that is not
+one of its reports is never replaced.
 
 The flag names are the authors'; the architecture comes from the flags, else the checkpoint's
 saved args, else its keys (the authors' files), so `--checkpoint_path` alone usually suffices.
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
-from datasets.layout import IGNORE_INDEX, DatasetError
+from datasets.layout import IGNORE_INDEX, DatasetError, Layout, read_ids, split_path
 from datasets.meta import (VOC_META, DatasetMeta, MetaError, load_meta, meta_of_checkpoint,
                            require_same_classes, resolve_num_classes)
 from datasets.scribble import ScribbleDataset
@@ -49,13 +50,14 @@ from datasets.transforms import ValTransform, denormalize
 from models import MODEL_TYPES, build_model
 from models.arch import architecture_hint, resolve_architecture
 from utils import dist
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, require_kind
 from utils.cli import run_main
+from utils.device import DEVICE_HELP, device_flag
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
-from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_stale_temps, save_png,
-                      save_rgb_png)
+from utils.io import OutputError, atomic_path, remove_stale_temps, save_png, save_rgb_png
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
+from utils.outputs import OutputDir, claim_output_dir, claim_output_file
 
 # The authors' model names: their `_lorm` variants are the same networks plus the training-only
 # LoRM, which is built whenever the checkpoint holds its weights.
@@ -64,6 +66,7 @@ REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png")
 # Present in <save_path>/ while a run writes it: a killed run's folder says it may mix runs.
 UNFINISHED = "UNFINISHED.txt"
 REPORT_HEAD = " * IOU_All "  # how our <save_path>.txt starts (authors_report)
+EVAL_TOOL = "eval.py"  # the owner of --save_path folders (utils.outputs' mark)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--crf", action="store_true", help="DenseCRF refinement (pydensecrf2; not in the paper)")
     # execution
     a("--crop_batch", type=int, default=8, help="windows per forward pass (bounds memory)")
-    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+    a("--device", default="auto", type=device_flag, help=DEVICE_HELP)
     a("--amp", action=argparse.BooleanOptionalAction, default=None,
       help="mixed precision (default: on with CUDA)")
     a("--overlay", action="store_true", help="also write image | ground truth | prediction pictures")
@@ -129,7 +132,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                 f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
     if args.workers < 0:
         p.error("--workers must be >= 0")
-    args.save_path = os.path.normpath(args.save_path)
+    given = args.save_path
+    args.save_path = os.path.normpath(given) if given.strip() else ""
+    if os.path.basename(args.save_path) in ("", ".", ".."):  # '', '.', '/': no folder of its own
+        p.error(f"--save_path {given!r}: name a folder of its own (predictions go into it, the report "
+                f"beside it as <save_path>.txt)")
     return args
 
 
@@ -148,6 +155,7 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
     device = torch.device(device)
     model_type = MODEL_ALIASES.get(model_type, model_type)
     ckpt = load_checkpoint(path, map_location="cpu", trust=trust, trust_flag="--trust_checkpoint")
+    require_kind(ckpt, path, "segmentation", "eval.py / predict.py")
     arch, source = resolve_architecture(ckpt, model_type, layers, numclasses)
     try:
         model = build_model(arch["model_type"], int(arch["layers"]), int(arch["numclasses"]),
@@ -227,18 +235,21 @@ def authors_report(s: dict) -> str:
     return f" * IOU_All {s['miou']}\n * IOU_Ind {iou}\n * ACC_Pix {s['pixel_acc']}\n"
 
 
-def check_save_path(save_path: str, dataset_path: str) -> None:
-    """Refuse a save path whose outputs could replace files eval.py did not write: inside the
-    dataset, or a <save_path>.txt / report file that is not one of our reports."""
-    root, target = os.path.realpath(dataset_path), os.path.realpath(save_path)
+def claim_save_path(args, ids: list[str], inputs: list[str], create: bool) -> OutputDir:
+    """eval.py's outputs under the ownership rule (utils.outputs), checked (create=False: before
+    any work, nothing made) or claimed: <save_path>/ is eval.py's folder (never inside the
+    dataset or one of its `inputs` folders, never a folder holding files eval.py did not write)
+    and will hold <id>.png, overlay/<id>.png and the report files; <save_path>.txt beside it
+    is replaced only if it is one of our reports."""
+    root, target = os.path.realpath(args.dataset_path), os.path.realpath(args.save_path)
     if os.path.commonpath([root, target]) == root:
-        raise ValueError(f"--save_path {save_path}: inside the dataset root {dataset_path}; "
-                         f"predictions must not mix with the data (choose a folder outside it)")
-    check_output_dir(save_path, "--save_path", create=False)
-    txt = save_path + ".txt"
-    if os.path.isdir(txt) or (os.path.isfile(txt) and not _is_our_report(txt)):
-        raise ValueError(f"{txt}: exists and is not an eval.py report; it would be replaced by "
-                         f"this run's report (choose another --save_path)")
+        raise OutputError(f"--save_path {args.save_path}: inside the dataset root {args.dataset_path}; "
+                          f"predictions must not mix with the data (choose a folder outside it)")
+    out = claim_output_dir(args.save_path, EVAL_TOOL, "--save_path", inputs, create=create)
+    claim_output_file(args.save_path + ".txt", EVAL_TOOL, "--save_path's report", _is_our_report, inputs)
+    names = [f"{i}.png" for i in ids] + [f"overlay/{i}.png" for i in ids if args.overlay]
+    (out.claim if create else out.check)(names + [*REPORT_FILES, UNFINISHED])
+    return out
 
 
 def _is_our_report(path: str) -> bool:
@@ -249,14 +260,15 @@ def _is_our_report(path: str) -> bool:
         return False
 
 
-def begin_report(save_path: str) -> None:
+def begin_report(out: OutputDir, save_path: str) -> None:
     """Remove the previous run's report (it must not pass for this run's if this one stops
-    early; check_save_path has made sure the .txt is ours) and mark the existing folder
-    UNFINISHED until this run's report is written."""
-    for path in [save_path + ".txt"] + [os.path.join(save_path, f) for f in REPORT_FILES]:
-        if os.path.isfile(path):
-            os.remove(path)
-    with atomic_path(os.path.join(save_path, UNFINISHED)) as tmp, open(tmp, "w") as f:
+    early; claim_save_path has made sure the .txt is ours, `out.remove` deletes only files
+    eval.py wrote) and mark the existing folder UNFINISHED until this run's report is written."""
+    if os.path.isfile(save_path + ".txt"):
+        os.remove(save_path + ".txt")
+    for name in REPORT_FILES:
+        out.remove(name)
+    with atomic_path(out.path(UNFINISHED)) as tmp, open(tmp, "w") as f:
         f.write("An eval.py run is writing this folder or was stopped before its report: the\n"
                 "predictions here may mix that run's with an earlier run's. The file goes away when\n"
                 "a run finishes.\n")
@@ -297,9 +309,11 @@ def evaluate(args) -> dict:
     except RuntimeError as e:  # e.g. --device cuda without CUDA
         raise ValueError(str(e)) from None
     main_proc = dist.is_main()
-    check_save_path(args.save_path, args.dataset_path)  # every rank: none may wait for another
     amp = (device.type == "cuda") if args.amp is None else args.amp
     folders = {"mask": args.mask_path}
+    inputs = Layout(args.dataset_path, folders).input_folders()
+    ids = read_ids(split_path(args.dataset_path, args.split))
+    claim_save_path(args, ids, inputs, create=False)  # every rank, before any work: none may wait for another
     if not args.no_check:  # on every rank: a rank that raised alone would leave the others waiting
         require_dataset(args.dataset_path, splits=(args.split,), folders=folders, deep=False,
                         fields_by_split={args.split: ("image", "mask")})
@@ -322,10 +336,12 @@ def evaluate(args) -> dict:
         arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
         print(f"model: {arch}; epoch {info['epoch']}")
     if main_proc:
-        prepare_output_dir(args.save_path, "--save_path")
+        out = claim_save_path(args, ids, inputs, create=True)
         remove_stale_temps(os.path.dirname(os.path.abspath(args.save_path)), args.save_path + ".txt")
-        begin_report(args.save_path)
+        begin_report(out, args.save_path)
     dist.barrier()  # the others write there only once the stale temp files are gone
+    if not main_proc:  # they write only names rank 0 claimed
+        out = claim_output_dir(args.save_path, EVAL_TOOL, "--save_path", create=False)
 
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
                               num_classes=num_classes)
@@ -339,10 +355,10 @@ def evaluate(args) -> dict:
         """Score one final prediction (H, W) and write its files."""
         meter.update(pred, mask)
         pred_np = pred.to("cpu", torch.uint8).numpy()
-        save_png(pred_np, os.path.join(args.save_path, f"{id_}.png"), palette=meta.palette_array())
+        save_png(pred_np, out.path(f"{id_}.png"), palette=meta.palette_array())
         if args.overlay:
             save_rgb_png(overlay_picture(image, mask.cpu().numpy(), pred_np, meta=meta),
-                         os.path.join(args.save_path, "overlay", f"{id_}.png"))
+                         out.path(f"overlay/{id_}.png"))
 
     t0 = time.time()
     try:

@@ -12,22 +12,28 @@ datasets.class_labels; computed from the scribbles when absent), with the multi-
 soft-margin loss, SGD, warm-up + cosine lr per iteration (utils.engine: train.py's loop), and
 validates each epoch with the per-class F1 of the val split's classes (from the full masks when
 they exist, else the scribbles). Checkpoints, metrics.csv, curves.png and TensorBoard go to
---logdir; --resume auto continues exactly.
+--logdir (locked while the run lives; one holding a run needs --resume or --start_over, as
+train.py's: docs/outputs.md); --resume auto continues exactly.
 
 `label` writes <root>/<out>/<id>.png for every id of --split (mode P, VOC palette; values 0..C-1
 and 255 = unsure): multi-scale + flip CAMs of the image's own classes, thresholded against
-background, scribble pixels kept (datasets/cam_labels.py says why each rule). Ids whose PNG
-exists are skipped, so an interrupted run resumes (--overwrite redoes them); each PNG is written
-atomically. At the end it writes a preview picture (image | CAM | pseudo-label | mask) and, if
-the split has full masks, scores the folder with datasets.score_labels (eval.py's metric code)
-into <checkpoint dir>/pseudo_scores_<out>.json. Then make D_c for the new folder with
+background, scribble pixels kept (datasets/cam_labels.py says why each rule). --out is label's
+own folder (docs/outputs.md): never one the dataset reads (images, masks, scribbles, maps,
+another pseudo-label folder), whatever --overwrite says. Ids whose PNG exists are skipped, so
+an interrupted run resumes (--overwrite redoes them); each PNG is written atomically. At the
+end it writes a preview picture (image | CAM | pseudo-label | mask) and, if the split has full
+masks, scores the folder with datasets.score_labels (eval.py's metric code) into
+<checkpoint dir>/pseudo_scores_<out>.json, beside the checkpoint in the classifier's log
+folder (both names checked before the work starts). Then make D_c for the new folder with
 datasets.distance_map and train with `train.py --pseudo_path <out> --distancemap_c <its D_c>`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -37,17 +43,19 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from datasets.cam_labels import BG_THRESH, FG_THRESH, cam_pseudo_label
-from datasets.class_labels import collect_class_labels, image_classes, write_class_labels
+from datasets.class_labels import collect_class_labels, image_classes, is_class_labels_file, write_class_labels
 from datasets.layout import IGNORE_INDEX, DatasetError, Layout, read_ids, split_path
 from datasets.meta import VOC_META, load_meta, meta_of_checkpoint, require_same_classes
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
 from models.cam import CAM_DEPTHS, CAM_SCALES, OUTPUT_STRIDE, build_cam_net, multi_scale_cam
 from utils import dist
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, require_kind
 from utils.cli import run_main
-from utils.engine import Task, add_engine_flags, check_engine_flags, fit, start_run
-from utils.io import atomic_path, prepare_output_dir, read_label, save_png, save_rgb_png
+from utils.device import DEVICE_HELP, device_flag
+from utils.engine import Task, add_engine_flags, check_engine_flags, end_run, fit, run_names, start_run
+from utils.io import atomic_path, read_label, save_png, save_rgb_png
+from utils.outputs import OutputDir, claim_output_dir, claim_output_file
 from utils.training import TrainingError, distributed, pretrained_error, shuffled_loader, unwrap
 
 # The classifier's outputs are the foreground classes 1..C-1 of the dataset's description
@@ -101,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="redo ids whose pseudo-label already exists")
     a("--preview", type=int, default=6, help="images in the preview picture (0: none)")
     a("--trust_checkpoint", action="store_true", help="torch.load with weights_only=False")
-    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+    a("--device", default="auto", type=device_flag, help=DEVICE_HELP)
     return p
 
 
@@ -121,8 +129,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     else:
         if not 0 <= args.bg_thresh <= args.fg_thresh:
             build_parser().error("need 0 <= --bg_thresh <= --fg_thresh")
-        if not args.scales or min(args.scales) <= 0:
-            build_parser().error("--scales must be positive")
+        if not args.scales or not all(s > 0 and math.isfinite(s) for s in args.scales):
+            build_parser().error(f"--scales must be positive numbers, got {args.scales}")
     return args
 
 
@@ -150,6 +158,9 @@ def class_labels_for(args, split: str, num_classes: int) -> dict[str, list[int]]
             raise DatasetError(f"{path}: no class labels for {len(missing)} id(s) of {split}, e.g. "
                                f"{missing[:3]}; rerun python -m datasets.class_labels")
         return labels
+    # the file it will write: never a folder, never inside one of the dataset's folders
+    claim_output_file(path, "make_pseudo_labels.py", "--class_labels", is_class_labels_file,
+                      Layout(args.dataset_path, {"scribble": args.scribble_path}).input_folders())
     labels, _ = collect_class_labels(args.dataset_path, split, {"scribble": args.scribble_path},
                                      num_classes=num_classes, progress=dist.is_main())
     if dist.is_main():
@@ -242,13 +253,14 @@ class CAMTask(Task):
     val_key, val_name = "val_f1", "mean F1"
     desc = "CAM epoch"
     picture_file, picture_tag = "train_cams.png", "train/image|CAM"
+    tool, kind = "make_pseudo_labels.py train", "cam_classifier"
     resume_keys = CAM_RESUME_KEYS
     resume_hint = "resume with the same --layers/--output_stride as the run that wrote it"
 
     def __init__(self, model, optimizer, device, amp_dtype, labels: dict, meta, val_loader=None):
         super().__init__(model, optimizer, device, amp_dtype)
         self.labels, self.meta, self.val_loader = labels, meta, val_loader
-        self.checkpoint_extra = {"kind": "cam_classifier", "dataset_meta": meta.to_dict()}
+        self.checkpoint_extra = {"kind": self.kind, "dataset_meta": meta.to_dict()}
 
     def loss(self, batch):
         num_fg = self.meta.num_classes - 1
@@ -270,7 +282,8 @@ class CAMTask(Task):
 
 
 def train(args) -> dict:
-    device, amp_dtype = start_run(args)
+    inputs = Layout(args.dataset_path, {"scribble": args.scribble_path}).input_folders()
+    device, amp_dtype = start_run(args, CAMTask, inputs)
     main_proc = dist.is_main()
     meta = load_meta(args.dataset_path)
     meta.require_background("the CAM stage (classes present vs background)")
@@ -302,10 +315,11 @@ def train(args) -> dict:
 def load_cam_model(path: str, device, trust: bool = False):
     """(classifier in eval mode, the checkpoint, the DatasetMeta it was trained with)."""
     ckpt = load_checkpoint(path, map_location="cpu", trust=trust, trust_flag="--trust_checkpoint")
+    require_kind(ckpt, path, CAMTask.kind, "make_pseudo_labels.py label")
     saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
-    if ckpt.get("kind") != "cam_classifier" or "layers" not in saved:
-        raise CheckpointError(f"{path}: not a CAM classifier checkpoint from `make_pseudo_labels.py "
-                              f"train` (a segmentation checkpoint goes to eval.py)")
+    if "layers" not in saved:
+        raise CheckpointError(f"{path}: a CAM classifier checkpoint without its training arguments "
+                              f"(no 'layers'); use one written by `make_pseudo_labels.py train`")
     meta = meta_of_checkpoint(ckpt) or VOC_META  # written before checkpoints stored it: VOC
     model = build_cam_net(int(saved["layers"]), meta.num_classes - 1, None,
                           int(saved.get("output_stride", OUTPUT_STRIDE)))
@@ -315,6 +329,37 @@ def load_cam_model(path: str, device, trust: bool = False):
 
 def _out_folder(root: str, out: str) -> str:
     return out if os.path.isabs(out) or os.sep in out else os.path.join(root, out)
+
+
+LABEL_TOOL = "make_pseudo_labels.py label"
+_BESIDE = re.compile(r"pseudo_(preview_.+\.png|scores_.+\.json)")
+
+
+def label_outputs(args, layout: Layout, ids: list[str], out_dir: str, with_scores: bool,
+                  create: bool) -> tuple[OutputDir, OutputDir | None]:
+    """The --out folder (label's: never a folder the dataset reads, even with --overwrite) and,
+    when there is a preview or scores to write, the checkpoint's folder (the classifier's log
+    folder, where they go beside it), with the names each will hold: checked when not
+    `create` (before any work: nothing is made), claimed otherwise (utils.outputs)."""
+    out = claim_output_dir(out_dir, LABEL_TOOL, "--out", layout.input_folders(), create=create)
+    (out.claim if create else out.check)([f"{i}.png" for i in ids])
+    name = os.path.basename(os.path.normpath(out_dir))
+    beside = ([f"pseudo_preview_{name}.png"] if args.preview else []) + \
+             ([f"pseudo_scores_{name}.json"] if with_scores else [])
+    if not beside:
+        return out, None
+    keep = {os.path.basename(args.checkpoint_path), *run_names(CAMTask)}
+
+    def earlier(path: str, entries: list[str]) -> bool:  # a log folder from before folders were marked
+        return all(e in keep or _BESIDE.fullmatch(e) for e in entries)
+
+    # the classifier's log folder, where `label` adds its report as the classifier's tool (its
+    # temp files are left alone: a training run may be writing a checkpoint there)
+    folder = claim_output_dir(os.path.dirname(os.path.abspath(args.checkpoint_path)), CAMTask.tool,
+                              "--checkpoint_path's folder", layout.input_folders(), clear_temps=False,
+                              create=create, earlier=earlier)
+    (folder.claim if create else folder.check)(beside)
+    return out, folder
 
 
 class _Labelling:
@@ -380,17 +425,23 @@ def label(args) -> dict:
     device = dist.init_distributed(args.device)
     main_proc = dist.is_main()
     model, _, meta = load_cam_model(args.checkpoint_path, device, args.trust_checkpoint)
-    require_same_classes(meta, load_meta(args.dataset_path), args.checkpoint_path)
-    labels = class_labels_for(args, args.split, meta.num_classes)
+    layout = Layout(args.dataset_path, {"scribble": args.scribble_path})
+    require_same_classes(meta, layout.meta, args.checkpoint_path)
     out_dir = _out_folder(args.dataset_path, args.out)
+    ids = read_ids(split_path(args.dataset_path, args.split))
+    with_scores = all(os.path.isfile(layout.path("mask", i)) for i in ids)
+    label_outputs(args, layout, ids, out_dir, with_scores, create=False)  # refusals before any work
+    labels = class_labels_for(args, args.split, meta.num_classes)
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "scribble"),
                               {"scribble": args.scribble_path}, _Labelling(), num_classes=meta.num_classes)
     if main_proc:  # before any rank writes there: the others wait at the broadcast below
-        prepare_output_dir(out_dir, "--out")
+        out, beside = label_outputs(args, layout, dataset.ids, out_dir, with_scores, create=True)
+    else:  # writes only names rank 0 claimed
+        out = claim_output_dir(out_dir, LABEL_TOOL, "--out", create=False)
     # Decided once, on rank 0: a rank that looked later would see files others just wrote,
     # shard a different list, and leave ids unlabelled.
     todo = dist.broadcast_object([i for i, id_ in enumerate(dataset.ids)
-                                  if args.overwrite or not os.path.isfile(os.path.join(out_dir, id_ + ".png"))]
+                                  if args.overwrite or not os.path.isfile(out.path(id_ + ".png"))]
                                  if main_proc else None)
     if main_proc:
         done = len(dataset) - len(todo)
@@ -402,12 +453,11 @@ def label(args) -> dict:
     stats = torch.zeros(3, dtype=torch.float64)  # pixels, unsure pixels, images
     for s in tqdm(loader, desc="CAM pseudo-labels", unit="img", disable=not main_proc, dynamic_ncols=True):
         lab, _ = pseudo_label_of(model, s, labels[s["id"]], args, device)
-        save_png(lab, os.path.join(out_dir, s["id"] + ".png"), palette=meta.palette_array())
+        save_png(lab, out.path(s["id"] + ".png"), palette=meta.palette_array())
         stats += torch.tensor([lab.size, (lab == IGNORE_INDEX).sum(), 1], dtype=torch.float64)
     result = label_summary(stats)  # a collective: every rank has written its share after it
-    layout = Layout(args.dataset_path)
     scored = None
-    if all(os.path.isfile(layout.path("mask", i)) for i in dataset.ids):
+    if with_scores:
         # Every rank scores its share: none waits idle in a collective while one works alone
         # (NCCL's watchdog ends a collective that waits longer than its timeout, 10 min).
         from datasets.score_labels import score_labels
@@ -418,9 +468,8 @@ def label(args) -> dict:
         print(f"labelled {result['labelled']} images; {100 * result['unsure_fraction']:.1f} % of their "
               f"pixels unsure (255)")
     name = os.path.basename(os.path.normpath(out_dir))
-    ckpt_dir = os.path.dirname(os.path.abspath(args.checkpoint_path))
     if args.preview:  # a few images: the other ranks wait seconds, not minutes
-        pic = os.path.join(ckpt_dir, f"pseudo_preview_{name}.png")
+        pic = beside.path(f"pseudo_preview_{name}.png")
         preview(model, dataset, labels, args, device, pic)
         print(f"preview: {pic}")
     if scored is not None:
@@ -431,7 +480,7 @@ def label(args) -> dict:
         data = {"labels": out_dir, "split": args.split, "note": UNLABELLED_NOTE, "classes": list(meta.classes),
                 "fg_thresh": args.fg_thresh, "bg_thresh": args.bg_thresh, "scales": args.scales,
                 "flip": args.flip, "scribble_override": args.scribble_override, **scored}
-        with atomic_path(os.path.join(ckpt_dir, f"pseudo_scores_{name}.json")) as tmp, open(tmp, "w") as f:
+        with atomic_path(beside.path(f"pseudo_scores_{name}.json")) as tmp, open(tmp, "w") as f:
             f.write(json.dumps(nan_to_none(data), indent=1) + "\n")
     return result
 
@@ -439,8 +488,11 @@ def label(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     work = train if args.command == "train" else label
-    return run_main(lambda: work(args), (DatasetError, CheckpointError, TrainingError),
-                    "finished outputs are intact; rerun to continue")
+    try:
+        return run_main(lambda: work(args), (DatasetError, CheckpointError, TrainingError),
+                        "finished outputs are intact; rerun to continue")
+    finally:
+        end_run()  # train's --logdir lock, however the run ended
 
 
 if __name__ == "__main__":

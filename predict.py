@@ -14,8 +14,9 @@ Writes <out>/<stem>.png, the argmax as a palette PNG in the checkpoint's colours
 dataset_meta; VOC's for a checkpoint without one), and with --overlay
 <out>/overlay/<stem>.png: image | prediction over the image, above a legend of the classes
 present. An image that cannot be read is named and skipped; the exit is 1 at the end if any
-was. Two inputs with the same stem, or an output that would replace an input, are refused
-before any work.
+was. Two inputs with the same stem are refused before any work, and so is an --out that breaks
+the ownership rule (docs/outputs.md): an input folder (or a folder inside one, or holding an
+input image), a folder predict.py did not make (a dataset's masks), a file it did not write.
 """
 from __future__ import annotations
 
@@ -34,12 +35,16 @@ from datasets.meta import VOC_META, DatasetMeta
 from utils import dist
 from utils.checkpoint import CheckpointError
 from utils.cli import run_main
-from utils.io import prepare_output_dir, save_png, save_rgb_png
+from utils.io import save_png, save_rgb_png
+from utils.outputs import claim_output_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # eval.py's flags that predict.py shares, with eval.py's names, defaults, types and help.
 INFERENCE_FLAGS = ("model_type", "layers", "numclasses", "scales", "base_size", "crop_size",
                    "stride_rate", "flip", "crop_batch", "device", "amp", "trust_checkpoint")
+
+
+PREDICT_TOOL = "predict.py"  # the owner of --out folders (utils.outputs' mark)
 
 
 class UnreadableImages(Exception):
@@ -117,19 +122,16 @@ def collect_images(inputs) -> dict[str, str]:
     return by_stem
 
 
-def output_paths(out: str, images: dict[str, str], overlay: bool) -> dict[str, tuple[str, str | None]]:
-    """{stem: (prediction path, overlay path or None)}; ValueError if one is an input file."""
-    inputs = {os.path.realpath(p): p for p in images.values()}
-    outputs = {}
-    for stem in images:
-        pred = os.path.join(out, f"{stem}.png")
-        over = os.path.join(out, "overlay", f"{stem}.png") if overlay else None
-        for path in filter(None, (pred, over)):
-            if os.path.realpath(path) in inputs:
-                raise ValueError(f"--out {out}: {path} would replace the input image "
-                                 f"{inputs[os.path.realpath(path)]} (choose another --out)")
-        outputs[stem] = (pred, over)
-    return outputs
+def claim_outputs(args, images: dict[str, str], create: bool) -> dict[str, tuple[str, str | None]]:
+    """{stem: (prediction path, overlay path or None)} under the ownership rule (utils.outputs):
+    --out is predict.py's folder, never an input folder (nor inside one, nor holding an input
+    image), never one holding files predict.py did not write (a dataset's mask folder); an
+    existing <stem>.png is replaced only if predict.py wrote it. `create=False` only checks
+    (before any work: nothing is made)."""
+    out = claim_output_dir(args.out, PREDICT_TOOL, "--out", args.images, create=create)
+    names = {stem: (f"{stem}.png", f"overlay/{stem}.png" if args.overlay else None) for stem in images}
+    (out.claim if create else out.check)([n for pair in names.values() for n in pair if n])
+    return {stem: (out.path(pred), over and out.path(over)) for stem, (pred, over) in names.items()}
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -192,7 +194,7 @@ def overlay_picture(image: np.ndarray, label: np.ndarray, meta: DatasetMeta, alp
 # ----------------------------------------------------------------------------- prediction
 def run(args) -> int:
     images = collect_images(args.images)
-    outputs = output_paths(args.out, images, args.overlay)
+    claim_outputs(args, images, create=False)  # refusals before any work
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("predict.py runs in one process: start it with python, not torchrun")
     try:
@@ -207,9 +209,7 @@ def run(args) -> int:
     arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
     print(f"model: {arch}; epoch {info['epoch']}")
     print(f"classes ({meta.source}): {', '.join(meta.classes)}")
-    prepare_output_dir(args.out, "--out")
-    if args.overlay:
-        prepare_output_dir(os.path.join(args.out, "overlay"), "--out")
+    outputs = claim_outputs(args, images, create=True)
 
     failed = []
     bar = tqdm(images.items(), desc="predict", unit="image", dynamic_ncols=True)

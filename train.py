@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
-from datasets.layout import FIELDS, DatasetError
+from datasets.layout import FIELDS, DatasetError, Layout
 from datasets.meta import load_meta, resolve_num_classes
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
@@ -27,7 +27,7 @@ from models import build_model
 from utils import dist
 from utils.checkpoint import CheckpointError
 from utils.cli import run_main
-from utils.engine import Task, add_engine_flags, check_engine_flags, fit, start_run
+from utils.engine import Task, add_engine_flags, check_engine_flags, end_run, fit, start_run
 from utils.inference import upsample_logits
 from utils.metrics import ConfusionMeter, scores
 from utils.palette import colorize
@@ -182,6 +182,7 @@ class SegmentationTask(Task):
 
     val_key, val_name = "val_miou", "mIoU"
     picture_file, picture_tag = "train_samples.png", "train/image|scribble|pseudo|prediction"
+    tool, kind = "train.py", "segmentation"
     resume_keys = RESUME_KEYS
     resume_hint = "resume with the same --model_type/--layers/--l_lorm as the run that wrote it"
 
@@ -228,7 +229,8 @@ def run_meta(args):
 
 
 def train(args) -> dict:
-    device, amp_dtype = start_run(args)
+    inputs = Layout(args.dataset_path, folders(args)).input_folders()  # never written (utils.outputs)
+    device, amp_dtype = start_run(args, SegmentationTask, inputs)
     if args.batchsize < 2 and not (dist.is_dist() and device.type == "cuda"):
         # BatchNorm (the head's image-pooling branch sees one value per channel) cannot train
         # on one sample; SyncBatchNorm over several GPUs can.
@@ -244,7 +246,7 @@ def train(args) -> dict:
     train_loader, val_loader = build_loaders(args, fields, device)
     model, optimizer = ready(model, args, device)
     task = SegmentationTask(model, optimizer, device, amp_dtype, criterion, val_loader, args.numclasses)
-    task.checkpoint_extra = {"dataset_meta": meta.to_dict()}  # inference then needs no dataset
+    task.checkpoint_extra = {"kind": task.kind, "dataset_meta": meta.to_dict()}  # inference then needs no dataset
     run_args = vars(args) | {"world_size": dist.world_size()}
     result = fit(task, train_loader, args, run_args, {"train_fields": list(fields)})
     return {"best_miou": result["best_miou"], "val_miou": result["val_miou"]}
@@ -252,8 +254,11 @@ def train(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run_main(lambda: train(args), (DatasetError, CheckpointError, TrainingError),
-                    "the last checkpoint written is intact")
+    try:
+        return run_main(lambda: train(args), (DatasetError, CheckpointError, TrainingError),
+                        "the last checkpoint written is intact")
+    finally:
+        end_run()  # the --logdir lock, however the run ended
 
 
 if __name__ == "__main__":

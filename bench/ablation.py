@@ -213,6 +213,7 @@ def stage1_backbone(out: str, data: str) -> str:
     import torch
     from models.cam import build_cam_net
     logdir = os.path.join(out, "stage1")
+    shutil.rmtree(logdir, ignore_errors=True)  # our own, from a killed run (train.py refuses a used log dir)
     run(["-m", "datasets.class_labels", "--root", data])
     run(["make_pseudo_labels.py", "train", "--dataset_path", data, "--logdir", logdir, *CAM_TRAIN])
     from utils.checkpoint import load_checkpoint

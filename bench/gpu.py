@@ -292,6 +292,7 @@ def loader_rate(root: str, id_list: str, cfg: Config, workers: int, device: torc
 
 
 def input_pipeline(cfg: Config, device: torch.device, consumer: dict | None) -> dict:
+    from datasets.layout import read_ids, split_path
     from datasets.synthetic import generate
 
     per_epoch = max(cfg.train_images, max(cfg.workers) * cfg.batch * cfg.loader_batches)
@@ -303,8 +304,7 @@ def input_pipeline(cfg: Config, device: torch.device, consumer: dict | None) -> 
         summary = generate(root, train=cfg.train_images, val=1, size=tuple(cfg.image_size), seed=0, progress=False)
         res["generate_s"] = time.perf_counter() - t0
         id_list = os.path.join(tmp, "train_repeated.txt")
-        ids = [line.strip() for line in open(os.path.join(root, "ImageSets", "SegmentationAug", "train.txt"))
-               if line.strip()]
+        ids = read_ids(split_path(root, "train"))
         assert len(ids) == summary["params"]["train"]
         with open(id_list, "w") as f:
             f.write("\n".join((ids * math.ceil(per_epoch / len(ids)))[:per_epoch]) + "\n")

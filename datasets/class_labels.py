@@ -12,7 +12,9 @@ per class.
 An id whose scribble has no foreground stroke (background only, or nothing at all) is a
 warning, not an error: it is listed by id and counted on stderr, written with an empty list,
 and the exit code stays 0. A missing or unreadable scribble, or a value outside
-{0..C-1, 255}, is an error naming the file: exit 1 and no output file.
+{0..C-1, 255}, is an error naming the file: exit 1 and no output file. --out replaces only a
+class-labels file (docs/outputs.md): a folder, a file inside one of the dataset's folders, or
+someone else's file is refused before any work; a full disk is one line.
 """
 from __future__ import annotations
 
@@ -27,8 +29,11 @@ from tqdm import tqdm
 
 from datasets.layout import CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout, read_ids, split_path
 from datasets.meta import load_meta
-from utils.io import atomic_path, read_label
+from utils.io import OutputError, atomic_path, read_label
 from utils.labels import label_value_problem
+from utils.outputs import claim_output_file, json_of
+
+TOOL = "datasets.class_labels"
 
 
 def image_classes(scribble: np.ndarray, num_classes: int = NUM_CLASSES) -> list[int]:
@@ -77,6 +82,13 @@ def write_class_labels(labels: dict[str, list[int]], path: str) -> None:
                     + "\n}\n")
 
 
+def is_class_labels_file(path: str) -> bool:
+    """Whether `path` holds class labels as write_class_labels writes them ({id: [ints]})."""
+    data = json_of(path)
+    return isinstance(data, dict) and all(
+        isinstance(v, list) and all(isinstance(c, int) for c in v) for v in data.values())
+
+
 def summary(labels: dict[str, list[int]], classes=CLASSES) -> str:
     """Ids, mean classes per image, and the number of images containing each class (`classes`:
     the dataset's names, background first)."""
@@ -96,17 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output JSON (default: <root>/class_labels_<split>.json)")
     ap.add_argument("--scribble", default=None, help="scribble folder under root (default pascal_2012_scribble)")
     args = ap.parse_args(argv)
+    name = os.path.splitext(os.path.basename(args.split))[0]
+    out = args.out or os.path.join(args.root, f"class_labels_{name}.json")
     try:
         meta = load_meta(args.root)
         meta.require_background("image-level labels (classes present besides background)")
+        # before any work: a folder, a file inside the dataset's folders, someone else's file
+        claim_output_file(out, TOOL, "--out", is_class_labels_file,
+                          Layout(args.root, {"scribble": args.scribble}).input_folders())
         labels, no_fg = collect_class_labels(args.root, args.split, {"scribble": args.scribble},
                                              progress=True)
-    except DatasetError as e:
+        write_class_labels(labels, out)
+    except (DatasetError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    name = os.path.splitext(os.path.basename(args.split))[0]
-    out = args.out or os.path.join(args.root, f"class_labels_{name}.json")
-    write_class_labels(labels, out)
     print(summary(labels, meta.classes))
     if no_fg:
         print(f"warning: {len(no_fg)} id(s) with no foreground stroke (written with an empty list):",

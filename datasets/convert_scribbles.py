@@ -26,14 +26,18 @@ open polyline through its points (1-based, shifted to 0-based and clamped to the
 overwrite earlier ones). Tags are the short ScribbleSup names (layout.SCRIBBLE_TAGS); the
 long VOC names (layout.CLASSES) are accepted too.
 
-Bad files (malformed XML, unknown tag, <size> disagreeing with the JPEG, missing JPEG) are
+Bad files (malformed XML, unknown tag, a coordinate that is not a finite number, <size>
+disagreeing with the JPEG or beyond Pillow's decompression-bomb limit, missing JPEG) are
 collected, not fatal: every good file is still written (atomically), the bad ones are not,
 all problems are listed at the end and the CLI exits 1, so one run shows every problem.
+--out is this tool's own folder (docs/outputs.md): never the XML, labelme or image folder, nor
+a folder it did not make.
 Converted files that clamp points or mark no pixel are listed in the summary as notes.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -43,9 +47,10 @@ from tqdm import tqdm
 
 from datasets.labelme import convert_labelme
 from datasets.layout import CLASSES, SCRIBBLE_TAGS, DatasetError
-from datasets.strokes import UNLABELLED, ConvertStats, draw_strokes
+from datasets.strokes import FAR, TOOL, UNLABELLED, ConvertStats, check_canvas, draw_strokes
 from utils.io import image_size as read_image_size
-from utils.io import OutputError, prepare_output_dir, save_png
+from utils.io import OutputError, save_png
+from utils.outputs import claim_output_dir
 from utils.parallel import parallel_map
 
 CLASS_OF_TAG = {**{n: i for i, n in enumerate(CLASSES)}, **{n: i for i, n in enumerate(SCRIBBLE_TAGS)}}
@@ -59,11 +64,16 @@ def _text(elem: ET.Element, tag: str, where: str) -> str:
 
 
 def _number(elem: ET.Element, tag: str, where: str) -> int:
+    """The nearest integer; ValueError unless the text is a finite number (inf, nan, 'x').
+    Coordinates far off the image are clamped anyway: kept within +-FAR so int64 holds them."""
     text = _text(elem, tag, where)
     try:
-        return int(round(float(text)))
+        value = float(text)
     except ValueError:
         raise ValueError(f"{where}: <{tag}> is not a number: '{text}'") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: <{tag}> is not a finite number: '{text}'")
+    return int(round(min(max(value, -FAR), FAR)))
 
 
 def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = None,
@@ -91,8 +101,7 @@ def rasterize_scribble_xml(xml_path: str, image_size: tuple[int, int] | None = N
         h, w = tuple(image_size) if image_size is not None else xml_hw
         if xml_hw is not None and xml_hw != (h, w):
             raise ValueError(f"<size> is {xml_hw[1]}x{xml_hw[0]} (WxH) but the image is {w}x{h}")
-        if h <= 0 or w <= 0:
-            raise ValueError(f"image size {w}x{h} (WxH) is empty")
+        check_canvas(h, w)
 
         strokes = []
         for k, poly in enumerate(root.iter("polygon"), 1):
@@ -139,9 +148,10 @@ def convert(xml_dir: str, images_dir: str, out_dir: str, workers: int | None = N
     names = sorted(n for n in os.listdir(xml_dir) if n.lower().endswith(".xml"))
     if not names:
         raise DatasetError(f"{xml_dir}: no .xml files")
+    out = claim_output_dir(out_dir, TOOL, "--out", inputs=[xml_dir, images_dir])
+    out.claim([n[:-4] + ".png" for n in names])
     jobs = [(os.path.join(xml_dir, n), os.path.join(images_dir, n[:-4] + ".jpg"),
-             os.path.join(out_dir, n[:-4] + ".png")) for n in names]
-    prepare_output_dir(out_dir, "--out")
+             out.path(n[:-4] + ".png")) for n in names]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
 
     stats = ConvertStats()

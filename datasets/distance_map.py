@@ -25,10 +25,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.io import prepare_output_dir, read_label, save_png
+from utils.io import read_label, save_png
+from utils.outputs import claim_output_dir
 from utils.parallel import parallel_map
 
 DEFAULT_LAMBDA = {"scribble": math.e, "pseudo": math.e ** 6}
+TOOL = "datasets.distance_map"  # the owner of --dst folders (utils.outputs' mark)
 
 
 def squared_distance_to(mask: np.ndarray, limit: int | None = None) -> np.ndarray | None:
@@ -188,7 +190,9 @@ def _convert_one(name: str, kind: str, src: str, dst: str, lam: float) -> str | 
     """Convert src/name -> dst/name; return an error message naming the file, or None."""
     path = os.path.join(src, name)
     try:
-        save_png(MAP_OF[kind](read_label(path), lam), os.path.join(dst, name))
+        # both kinds read labels (class indices): a colour-rendered scribble is refused, not
+        # read as its red channel (VOC's colours would become classes 128, 192, ...)
+        save_png(MAP_OF[kind](read_label(path, colour=False), lam), os.path.join(dst, name))
     except Exception as e:  # one bad file must not stop the folder
         msg = str(e)  # utils.io messages start with the path already
         return msg if msg.startswith(path) else f"{path}: {e.__class__.__name__}: {msg}"
@@ -199,22 +203,25 @@ def convert_folder(kind: str, src: str, dst: str, lam: float | None = None,
                    workers: int | None = None, overwrite: bool = False) -> list[str]:
     """Write the `kind` distance map of every src/*.png to dst/ (same file name, mode-L PNG).
 
-    Resumable: existing outputs are skipped unless `overwrite`. An unreadable input does not
-    stop the run; returns the failures, one message per file naming it (empty list = success).
+    dst is this tool's own folder (utils.outputs: never src, through a symlink or not, never a
+    folder or a file it did not write), checked before any work. Resumable: existing outputs
+    are skipped unless `overwrite`. An unreadable input does not stop the run; returns the
+    failures, one message per file naming it (empty list = success).
     """
     if kind not in MAP_OF:
         raise ValueError(f"kind must be one of {sorted(MAP_OF)}, got '{kind}'")
+    lam = DEFAULT_LAMBDA[kind] if lam is None else float(lam)
+    if not (lam > 0 and math.isfinite(lam)):
+        raise ValueError(f"--lam {lam}: lambda must be a positive finite number")
     if not os.path.isdir(src):
         raise FileNotFoundError(f"{src}: source folder not found")
-    if os.path.abspath(src) == os.path.abspath(dst):
-        raise ValueError(f"{dst}: destination is the source folder; the maps would replace the labels")
-    lam = DEFAULT_LAMBDA[kind] if lam is None else float(lam)
     workers = max(1, workers or os.cpu_count() or 1)
-    prepare_output_dir(dst, "--dst")
+    out = claim_output_dir(dst, TOOL, "--dst", inputs=[src])
 
     # Hidden names are skipped: atomic_path's temp files start with '.'.
     names = sorted(n for n in os.listdir(src) if n.lower().endswith(".png") and not n.startswith("."))
-    todo = names if overwrite else [n for n in names if not os.path.exists(os.path.join(dst, n))]
+    out.claim(names)
+    todo = names if overwrite else [n for n in names if not os.path.exists(out.path(n))]
     job = functools.partial(_convert_one, kind=kind, src=src, dst=dst, lam=lam)
     failures = []
     with tqdm(total=len(todo), desc=f"{kind} maps", unit="img", disable=not todo) as bar:

@@ -30,7 +30,9 @@ An unknown label is an error naming the file, the shape and the label.
 The image: `<images>/<id>.*` with `--images` (if several, the one named by imagePath), else
 the JSON's `imagePath`, relative to the JSON's folder. Its header gives the size, which
 imageHeight / imageWidth must match. An image that is not found is a problem, as on the XML
-path, unless the JSON embeds it (`imageData`): then the embedded image's size is used.
+path, unless the JSON embeds it (`imageData`): then the embedded image's size is used (from
+its header only; a size beyond Pillow's decompression-bomb limit, ~89 M pixels, is a problem,
+as is a shape_type that is not a name).
 
 Problems are collected as on the XML path: every good file is written, all problems are
 listed at the end and the CLI exits 1.
@@ -43,22 +45,24 @@ import io
 import json
 import math
 import os
+import warnings
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from datasets.layout import SCRIBBLE_TAGS, DatasetError
 from datasets.meta import VOC_CLASSES, VOC_META, DatasetMeta, MetaError, load_meta
-from datasets.strokes import UNLABELLED, ConvertStats, draw_strokes
+from datasets.strokes import FAR, TOOL, UNLABELLED, ConvertStats, check_canvas, draw_strokes
 from utils.io import image_size as read_image_size
-from utils.io import prepare_output_dir, save_png
+from utils.io import save_png
+from utils.outputs import claim_output_dir
 from utils.parallel import parallel_map
 
 # shape_type -> closed outline?
 STROKE_SHAPES = {"linestrip": False, "line": False, "polygon": True, "point": False}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 _AMBIGUOUS = -1
-_FAR = 1e9  # coordinates beyond this are clamped anyway; keeps the rounding in int64
 
 
 def label_classes(meta: DatasetMeta | None = None) -> tuple[dict[str, int], dict[str, int]]:
@@ -110,7 +114,7 @@ def _pixel(value, where: str) -> int:
     """A labelme coordinate (0-based, integers at pixel centres) -> the nearest pixel, half up."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{where} is not a number: {value!r}")
-    return int(math.floor(min(max(value, -_FAR), _FAR) + 0.5))
+    return int(math.floor(min(max(value, -FAR), FAR) + 0.5))
 
 
 def _json_size(data: dict) -> tuple[int, int] | None:
@@ -139,6 +143,9 @@ def labelme_strokes(data: dict, meta: DatasetMeta | None = None) -> list[tuple[i
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"{where} has no label")
         kind = shape.get("shape_type") or "polygon"
+        if not isinstance(kind, str):
+            raise ValueError(f"{where} ('{label}'): shape_type {json.dumps(kind)[:60]} is not a name "
+                             f"(use {', '.join(STROKE_SHAPES)})")
         if kind not in STROKE_SHAPES:
             raise ValueError(f"{where} ('{label}'): shape_type '{kind}' is not a scribble "
                              f"(use {', '.join(STROKE_SHAPES)}; a {kind} marks an area)")
@@ -178,6 +185,7 @@ def rasterize_labelme(data: dict, json_path: str, image_size: tuple[int, int] | 
         if json_hw is not None and json_hw != (h, w):
             raise ValueError(f"imageWidth x imageHeight is {json_hw[1]}x{json_hw[0]} but the image "
                              f"is {w}x{h}")
+        check_canvas(h, w)
         strokes = labelme_strokes(data, meta)
     except ValueError as e:
         raise DatasetError(f"{json_path}: {e}") from None
@@ -194,17 +202,25 @@ def rasterize_labelme_json(json_path: str, image_size: tuple[int, int] | None = 
 
 
 def _embedded_size(data: dict, json_path: str) -> tuple[int, int] | None:
-    """(H, W) of the image embedded as imageData, or None if there is none."""
+    """(H, W) of the image embedded as imageData, or None if there is none. Only its header is
+    read (nothing is decoded); a size past Pillow's decompression-bomb limit is refused."""
     blob = data.get("imageData")
     if not blob:
         return None
     try:
-        from PIL import Image
-        with Image.open(io.BytesIO(base64.b64decode(blob))) as img:
-            w, h = img.size
-        return h, w
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            with Image.open(io.BytesIO(base64.b64decode(blob))) as img:
+                w, h = img.size
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"{json_path}: imageData: {e}") from None
     except (binascii.Error, TypeError, ValueError, OSError) as e:
         raise DatasetError(f"{json_path}: imageData is not an image ({e.__class__.__name__})") from None
+    try:
+        check_canvas(h, w)
+    except ValueError as e:
+        raise DatasetError(f"{json_path}: imageData: {e}") from None
+    return h, w
 
 
 def find_image(json_path: str, data: dict, images_dir: str | None = None,
@@ -276,10 +292,6 @@ def _convert_one(args) -> tuple[int, int, str | None, list[str]]:
     return int((label != UNLABELLED).sum()), label.size, None, notes
 
 
-def _same_dir(a: str, b: str | None) -> bool:
-    return b is not None and os.path.realpath(a) == os.path.realpath(b)
-
-
 def convert_labelme(json_dir: str, out_dir: str, root: str | None = None, images_dir: str | None = None,
                     workers: int | None = None, meta: DatasetMeta | None = None) -> ConvertStats:
     """Rasterise every json_dir/<id>.json to out_dir/<id>.png. Class names from `meta`, else
@@ -295,19 +307,18 @@ def convert_labelme(json_dir: str, out_dir: str, root: str | None = None, images
             meta = load_meta(root)
         except MetaError as e:
             raise DatasetError(str(e)) from None
-    if _same_dir(out_dir, json_dir) or _same_dir(out_dir, images_dir):
-        raise DatasetError(f"{out_dir}: --out is the labelme or image folder; <id>.png there could "
-                           f"overwrite an image, write the scribbles elsewhere")
     names = sorted(n for n in os.listdir(json_dir) if n.lower().endswith(".json"))
     if not names:
         raise DatasetError(f"{json_dir}: no .json files")
+    # never the labelme or image folder (an <id>.png there could replace an image)
+    out = claim_output_dir(out_dir, TOOL, "--out", inputs=[json_dir, images_dir])
+    out.claim([n[:-5] + ".png" for n in names])
     by_stem = _images_by_stem(images_dir) if images_dir is not None else {}
     jobs = []
     for n in names:
         stem = n[:-5]
-        jobs.append((os.path.join(json_dir, n), os.path.join(out_dir, stem + ".png"), images_dir,
+        jobs.append((os.path.join(json_dir, n), out.path(stem + ".png"), images_dir,
                      by_stem.get(stem, []) if images_dir is not None else None, meta))
-    prepare_output_dir(out_dir, "--out")
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
 
     stats = ConvertStats()

@@ -56,15 +56,48 @@ def check_label_values(array, num_classes: int, path: str, what: str = "label") 
 
 
 def read_ids(path: str) -> list[str]:
-    """Ids of a split list: one per line; blank lines and a missing trailing newline are fine."""
+    """Ids of a split list: one per line; blank lines, surrounding spaces, a missing trailing
+    newline and a UTF-8 byte-order mark are fine. The one reader of id lists: an id is a
+    file name stem, never a path, so DatasetError names the line of one that is not UTF-8,
+    holds an invisible character (NUL, tab, U+FEFF...) or a '/' or '\\' (an absolute path
+    included), or is '.' or '..': nothing a tool derives from an id leaves its folder."""
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: id list not found")
-    with open(path, encoding="utf-8") as f:
-        ids = [line.strip() for line in f]
-    ids = [i for i in ids if i]
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the id list ({e.strerror or e})") from None
+    ids = []
+    for n, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}: line {n} is not UTF-8 text (byte 0x{raw[e.start]:02x} at "
+                               f"column {e.start + 1}); save the list as UTF-8") from None
+        problem = id_problem(line)
+        if problem:
+            raise DatasetError(f"{path}: line {n}: id {line!r} {problem}; ids are file names "
+                               f"without extension, one per line")
+        if line:
+            ids.append(line)
     if not ids:
         raise DatasetError(f"{path}: id list is empty")
     return ids
+
+
+def id_problem(id_: str) -> str | None:
+    """Why `id_` (stripped) cannot name files in a folder, or None (also for an empty line)."""
+    hidden = [c for c in id_ if not c.isprintable()]  # NUL, tab, U+FEFF, U+00A0 ...
+    if hidden:
+        return f"holds the invisible character U+{ord(hidden[0]):04X}"
+    if id_.startswith("/"):
+        return "is an absolute path"
+    if "/" in id_ or "\\" in id_:
+        return "holds a path separator"
+    if id_ in (".", ".."):
+        return "is a folder reference"
+    return None
 
 
 def split_path(root: str, split: str) -> str:
@@ -96,6 +129,11 @@ class Layout:
         if sub is None:
             raise DatasetError(f"no folder given for field '{name}' (name the pseudo-label folder)")
         return os.path.join(self.root, sub)
+
+    def input_folders(self) -> list[str]:
+        """Every folder of this layout a tool may read (each field's, the id lists'): what no
+        tool writes into (utils.outputs' rule)."""
+        return [self.folder(f) for f in FIELDS if self.folders[f]] + [os.path.join(self.root, self.meta.splits_dir)]
 
     def path(self, name: str, id_: str) -> str:
         ext = self.meta.image_suffix if name == "image" else ".png"

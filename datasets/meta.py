@@ -4,7 +4,7 @@ suffix, where the id lists are. Read from an optional `<root>/dataset.yaml`:
     classes: [background, left_ventricle, myocardium, right_ventricle]   # index = label value
     palette: [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]        # optional
     background: 0          # the class SPEC's foreground/background rules use (null: none)
-    ignore_index: 255
+    ignore_index: 255      # the only value supported (every tool ignores 255)
     image_suffix: .png
     splits_dir: ImageSets/SegmentationAug
 
@@ -83,7 +83,7 @@ class DatasetMeta:
         """Validated; MetaError naming `source` and the key otherwise."""
         if not isinstance(d, dict):
             raise MetaError(f"{source}: expected a mapping of {', '.join(_KEYS)}, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(_KEYS))
+        unknown = sorted(set(d) - set(_KEYS), key=str)  # keys may be numbers: never compare mixed types
         if unknown:
             raise MetaError(f"{source}: unknown key(s) {unknown}; known: {', '.join(_KEYS)}")
         classes = d.get("classes")
@@ -93,10 +93,14 @@ class DatasetMeta:
         if len(set(classes)) != len(classes):
             raise MetaError(f"{source}: 'classes' has repeated names")
         ignore = d.get("ignore_index", 255)
-        if not isinstance(ignore, int) or not 0 <= ignore <= 255:
-            raise MetaError(f"{source}: 'ignore_index' must be an integer 0..255, got {ignore!r}")
-        if len(classes) > min(ignore, 255):  # labels are uint8 PNGs, 0..C-1 below the ignore value
-            raise MetaError(f"{source}: {len(classes)} classes do not fit below ignore_index {ignore}")
+        if not isinstance(ignore, int) or isinstance(ignore, bool) or ignore != 255:
+            # every consumer (losses, metrics, maps, converters) treats 255 as "unlabelled": a
+            # different value would be read here and ignored everywhere else
+            raise MetaError(f"{source}: 'ignore_index' {ignore!r} is not supported: every tool treats "
+                            f"255 as the unlabelled / ignored value; remap that value to 255 in your "
+                            f"labels and drop the key (or write ignore_index: 255)")
+        if len(classes) > 255:  # labels are uint8 PNGs, 0..C-1 below the ignore value
+            raise MetaError(f"{source}: {len(classes)} classes do not fit below ignore_index 255")
         background = d.get("background", 0)
         if background is not None and (not isinstance(background, int) or not 0 <= background < len(classes)):
             raise MetaError(f"{source}: 'background' must be a class index 0..{len(classes) - 1} or null, "
@@ -155,6 +159,9 @@ def _read(path: str, stamp: int) -> DatasetMeta:  # stamp: a rewritten file is r
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
+    except UnicodeDecodeError as e:
+        raise MetaError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        f"save the dataset description as UTF-8") from None
     except (OSError, yaml.YAMLError) as e:
         first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         raise MetaError(f"{path}: cannot read the dataset description ({first})") from None

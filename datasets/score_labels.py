@@ -11,7 +11,9 @@ Ground-truth 255 is ignored. A 255 in the scored labels means "unlabelled": thos
 SCORED AS BACKGROUND (class 0), the usual way BMP / AFA / SEAM pseudo-labels are compared, and
 the fraction of (non-ignored) ground-truth pixels the labels leave 255 is reported next to the
 scores. A missing or unreadable file, a label whose size differs from its mask, or a value
-outside {0..C-1, 255} is an error naming the file: exit 1.
+outside {0..C-1, 255} is an error naming the file: exit 1. --json replaces only a scores file
+(docs/outputs.md): a folder, a file inside the label or dataset folders, or a file of
+someone else's is refused before any work.
 """
 from __future__ import annotations
 
@@ -28,10 +30,12 @@ from datasets.layout import (CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, L
                              check_label_values, read_ids, split_path)
 from datasets.meta import load_meta
 from utils import dist
-from utils.io import atomic_path, read_label
+from utils.io import OutputError, atomic_path, read_label
 from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct
+from utils.outputs import claim_output_file, json_of
 
 UNLABELLED_NOTE = "labels' 255 (unlabelled) pixels are scored as background"
+TOOL = "datasets.score_labels"
 
 
 def labels_folder(root: str, name: str) -> str:
@@ -139,19 +143,28 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         classes = load_meta(args.root).classes
+        if args.json:  # before any work: a folder, an input, a file we did not write are refused
+            inputs = [labels_folder(args.root, args.labels), *Layout(args.root, {"mask": args.mask}).input_folders()]
+            claim_output_file(args.json, TOOL, "--json", is_scores_file, inputs)
         s = score_labels(args.root, args.labels, args.split, args.mask, progress=True)
-    except DatasetError as e:
+        print(f"{args.labels} vs ground truth, split {args.split}, {s['images']} images")
+        print(report(s, classes), end="")
+        if args.json:
+            data = {"labels": args.labels, "split": args.split, "note": UNLABELLED_NOTE,
+                    "classes": list(classes), **s}
+            with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps(nan_to_none(data), indent=1) + "\n")
+            print(f"wrote {args.json}")
+    except (DatasetError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.labels} vs ground truth, split {args.split}, {s['images']} images")
-    print(report(s, classes), end="")
-    if args.json:
-        data = {"labels": args.labels, "split": args.split, "note": UNLABELLED_NOTE,
-                "classes": list(classes), **s}
-        with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(nan_to_none(data), indent=1) + "\n")
-        print(f"wrote {args.json}")
     return 0
+
+
+def is_scores_file(path: str) -> bool:
+    """Whether `path` holds scores this module (or make_pseudo_labels.py label) wrote."""
+    data = json_of(path)
+    return isinstance(data, dict) and data.get("note") == UNLABELLED_NOTE
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ rim, one background stroke, strokes clipped to their own object); each step and 
 Bad input is an error naming the file: a missing --masks folder or one without PNGs (exit 1
 at once); an unreadable PNG or a label value outside 0..20 other than 255 (utils.labels' rule)
 is collected, every good file is still written (atomically, utils.io.save_png), all problems
-are listed at the end and the CLI exits 1. Existing outputs are skipped unless --overwrite, so
-an interrupted run resumes.
+are listed at the end and the CLI exits 1. --out is this tool's own folder (docs/outputs.md):
+never --masks, nor a folder it did not make, whatever --overwrite says. Existing outputs are
+skipped unless --overwrite, so an interrupted run resumes.
 """
 from __future__ import annotations
 
@@ -75,8 +76,9 @@ from tqdm import tqdm
 
 from datasets.layout import IGNORE_INDEX, NUM_CLASSES, DatasetError, read_ids
 from datasets.meta import load_meta
-from utils.io import OutputError, prepare_output_dir, read_label, save_png
+from utils.io import OutputError, read_label, save_png
 from utils.labels import label_value_problem
+from utils.outputs import claim_output_dir
 from utils.parallel import parallel_map
 
 MIN_OBJECT = 5          # objects of <= this many pixels get no stroke
@@ -88,6 +90,7 @@ BLOB_SKELETON_RATIO = 0.5   # a skeleton shorter than this x the equivalent radi
 JITTER_PX = 5.0         # rim wobble before smoothing (about 1 px after the 25-point average)
 JITTER_WINDOW = 25
 WEIGHT_JITTER = 1e-3    # random tie-breaking on the skeleton graph's edge weights
+TOOL = "datasets.simulate_scribbles"  # the owner of --out folders (utils.outputs' mark)
 # Imported once by the worker forkserver (utils.parallel leaves out the `python -m` module itself).
 _PRELOAD = ["cv2", "scipy.sparse.csgraph", "datasets.layout", "utils.io", "datasets.simulate_scribbles"]
 
@@ -329,10 +332,13 @@ def image_rng(seed: int, id_: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(id_.encode())])
 
 
+MAX_WIDTH = 255  # px: a wider stroke is no scribble (and OpenCV's limit is 32767)
+
+
 def cv_thickness(width: int) -> int:
     """OpenCV thickness drawing a `width`-px line (odd widths only: 1 -> 1, 3 -> 2, 5 -> 4...)."""
-    if width < 1 or width % 2 == 0:
-        raise ValueError(f"stroke width must be an odd number of pixels >= 1, got {width} "
+    if not 1 <= width <= MAX_WIDTH or width % 2 == 0:
+        raise ValueError(f"stroke width must be an odd number of pixels 1..{MAX_WIDTH}, got {width} "
                          "(OpenCV draws lines symmetric about their centre)")
     return 1 if width == 1 else width - 1
 
@@ -382,7 +388,9 @@ def _simulate_one(job: tuple[str, str, str, int, int, int]) -> tuple[int, int, f
 def simulate_folder(masks_dir: str, out_dir: str, seed: int, ids: list[str] | None = None,
                     workers: int | None = None, thickness: int = 2, overwrite: bool = False,
                     progress: bool = True, num_classes: int = NUM_CLASSES) -> SimulateStats:
-    """Scribble every masks_dir/<id>.png (all of them, or `ids`) into out_dir/<id>.png."""
+    """Scribble every masks_dir/<id>.png (all of them, or `ids`: names, datasets.layout.read_ids)
+    into out_dir/<id>.png. out_dir is this tool's own folder (utils.outputs: never the masks'
+    folder, never a folder or file it did not write), checked before any work."""
     if not os.path.isdir(masks_dir):
         raise DatasetError(f"{masks_dir}: mask folder not found")
     if ids is None:
@@ -390,17 +398,18 @@ def simulate_folder(masks_dir: str, out_dir: str, seed: int, ids: list[str] | No
         if not ids:
             raise DatasetError(f"{masks_dir}: no .png masks")
     ids = list(dict.fromkeys(ids))
+    out = claim_output_dir(out_dir, TOOL, "--out", inputs=[masks_dir])
+    out.claim([f"{i}.png" for i in ids])
     stats = SimulateStats()
     jobs = []
     for id_ in ids:
-        out_path = os.path.join(out_dir, id_ + ".png")
+        out_path = out.path(f"{id_}.png")
         if not overwrite and os.path.isfile(out_path):
             stats.skipped_existing += 1
         else:
             jobs.append((id_, os.path.join(masks_dir, id_ + ".png"), out_path, seed, thickness, num_classes))
     if not jobs:
         return stats
-    prepare_output_dir(out_dir, "--out")
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     results = parallel_map(_simulate_one, jobs, workers, preload=_PRELOAD)
     for strokes, tiny, percent, seconds, problem in tqdm(results, total=len(jobs), desc="scribbles",
@@ -424,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, required=True, help="R1/R2/R3: one seed per variant (>= 0)")
     ap.add_argument("--ids", default=None, help="id list .txt (default: every PNG in --masks)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    ap.add_argument("--width", type=int, default=3, help="stroke width in px, odd (default 3)")
+    ap.add_argument("--width", type=int, default=3, help=f"stroke width in px, odd, 1..{MAX_WIDTH} (default 3)")
     ap.add_argument("--overwrite", action="store_true", help="redo existing outputs (default: skip)")
     ap.add_argument("--root", default=None,
                     help="dataset root whose dataset.yaml gives the classes (default: the masks "

@@ -11,11 +11,26 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from PIL import Image
 
 UNLABELLED = 255
+TOOL = "datasets.convert_scribbles"  # the owner of --out folders (utils.outputs' mark), both sources
+FAR = 1e9  # px: coordinates beyond this are clamped anyway; keeps the rounding in int64
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 # OpenCV draws a line of thickness t as a band of half-width t/2 rounded *up* for odd t
 # (t=2 -> 3 px, t=3 -> 5 px, for every OpenCV version), so a 3-px stroke is thickness 2.
 _CV_THICKNESS_3PX = 2
+
+
+def check_canvas(h: int, w: int) -> None:
+    """ValueError unless an (h, w) label map is a sane image size: not empty, and not more
+    pixels than Pillow decodes without calling it a decompression bomb (a file that declares
+    20000x20000 would make every tool allocate gigabytes)."""
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image size {w}x{h} (WxH) is empty")
+    if h * w > MAX_PIXELS:
+        raise ValueError(f"image size {w}x{h} (WxH) is {h * w:,} pixels, more than {MAX_PIXELS:,} "
+                         f"(Pillow's decompression-bomb limit): refused")
 
 
 def draw_strokes(strokes, image_size: tuple[int, int], notes: list[str] | None = None,

@@ -97,3 +97,19 @@ def corrupt_file(path) -> None:
     """Truncate a file to 40 bytes: an image or checkpoint that no reader can decode."""
     with open(path, "r+b") as f:
         f.truncate(40)
+
+
+def main_with_file_size_limit(module: str, argv: list[str], limit: int, timeout: float = 300):
+    """`module.main(argv)` in a fresh process whose file-size limit is `limit` bytes: every write
+    past it fails the way a full disk does (the kernel's EFBIG instead of ENOSPC). Returns the
+    CompletedProcess (text output)."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import resource, signal, sys\n"
+            f"signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+            f"from {module} import main\n"
+            f"sys.exit(main({[str(a) for a in argv]!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYTHONPATH=repo))

@@ -209,7 +209,9 @@ def test_bad_inputs_are_clear_errors(tmp_path, synthetic_root, cam_run, capsys):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "args": {"layers": 18}}, other)
     assert mpl.main(["label", "--dataset_path", synthetic_root, "--checkpoint_path", str(other),
                      "--out", str(tmp_path / "x")] + LABEL) == 1
-    assert "seg.pth: not a CAM classifier checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "seg.pth: is a segmentation network checkpoint (train.py), not a CAM classifier" in err
+    assert "goes to eval.py" in err and err.count("\n") == 1
     # class labels that do not cover the split
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"train_00000": [1]}))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from datasets.class_labels import collect_class_labels, image_classes, main
+from conftest import main_with_file_size_limit
 from datasets.layout import DatasetError
 from utils.io import save_png
 
@@ -95,3 +96,16 @@ def test_unreadable_and_bad_value(root, capsys):
     err = capsys.readouterr().err
     assert "multi.png" in err and "40" in err
     assert not (root / "class_labels_train.json").exists()
+
+
+def test_out_onto_a_folder_or_a_full_disk_is_one_line(root, tmp_path, capsys):
+    (tmp_path / "dir.json").mkdir()
+    assert main(["--root", str(root), "--out", str(tmp_path / "dir.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dir.json: is a folder" in err
+    # a file-size limit fails the write as a full disk does (EFBIG instead of ENOSPC)
+    out = tmp_path / "labels.json"
+    proc = main_with_file_size_limit("datasets.class_labels", ["--root", root, "--out", out], 8)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("error:") == 1 and "labels.json: cannot write it: the disk is full" in proc.stderr
+    assert not out.exists() and not [n for n in os.listdir(tmp_path) if ".tmp" in n]

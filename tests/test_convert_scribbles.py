@@ -10,6 +10,7 @@ from PIL import Image
 from datasets.convert_scribbles import convert, main, rasterize_scribble_xml
 from datasets.layout import DatasetError
 from utils.io import read_label
+from utils.outputs import MARK
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,7 +160,7 @@ def test_convert_writes_every_file_and_reports_labelled_share(tmp_path, capsys):
     xml_dir, img_dir = make_dataset(tmp_path)
     out = tmp_path / "out"
     assert main(["--xml", str(xml_dir), "--images", str(img_dir), "--out", str(out), "--workers", "1"]) == 0
-    assert sorted(os.listdir(out)) == ["a.png", "b.png", "c.png"]
+    assert sorted(os.listdir(out)) == [MARK, "a.png", "b.png", "c.png"]
     lab = read_label(str(out / "b.png"))
     np.testing.assert_array_equal(lab, rasterize_scribble_xml(str(xml_dir / "b.xml")))
     share = 100 * (lab != 255).sum() / lab.size
@@ -180,11 +181,35 @@ def test_convert_collects_bad_files_writes_the_good_ones(tmp_path, capsys):
     assert "d.xml: stroke 1: unknown tag 'dragon'" in joined
     assert "e.xml: <size> is 30x16" in joined
     assert "f.xml: image" in joined and "f.jpg not found" in joined
-    assert sorted(os.listdir(out)) == ["a.png", "b.png", "c.png"]   # nothing for the bad files, no temp files
+    assert sorted(os.listdir(out)) == [MARK, "a.png", "b.png", "c.png"]   # nothing for the bad files, no temp files
 
     assert main(["--xml", str(xml_dir), "--images", str(img_dir), "--out", str(out), "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert "3 file(s) not converted" in err and "dragon" in err
+
+
+def test_non_finite_and_huge_coordinates_are_listed_per_file_and_the_rest_converted(tmp_path):
+    """XML coordinates inf / nan stopped the whole conversion with a traceback, 1e30 too."""
+    xml_dir, img_dir = make_dataset(tmp_path, ids=("a", "inf", "nan", "far", "huge"))
+    write(xml_dir / "inf.xml", xml(stroke("cat", (2, 2), ("inf", 3))))
+    write(xml_dir / "nan.xml", xml(stroke("cat", ("nan", 2))))
+    write(xml_dir / "far.xml", xml(stroke("cat", (2, 2), ("1e30", 3))))
+    write(xml_dir / "huge.xml", xml(stroke("cat", (2, 2)), w=20000, h=20000))  # a 16x24 JPEG, a bomb-sized <size>
+    stats = convert(str(xml_dir), str(img_dir), str(tmp_path / "out"), workers=1)
+    joined = "\n".join(stats.problems)
+    assert stats.converted == 2 and len(stats.problems) == 3, joined
+    assert "inf.xml: stroke 1 point 2: <X> is not a finite number: 'inf'" in joined
+    assert "nan.xml: stroke 1 point 1: <X> is not a finite number: 'nan'" in joined
+    assert "huge.xml: <size> is 20000x20000 (WxH) but the image is 24x16" in joined
+    assert any("far.xml: point(s) outside the 24x16 image clamped" in n for n in stats.notes)
+    assert read_label(str(tmp_path / "out" / "far.png"))[2, 23] == 8  # clamped to the right border
+
+
+def test_a_bomb_sized_canvas_is_refused():
+    from datasets.convert_scribbles import check_canvas
+    check_canvas(375, 500)
+    with pytest.raises(ValueError, match="20000x20000 .* decompression-bomb limit"):
+        check_canvas(20000, 20000)
 
 
 def test_cli_missing_folder_exit_code(tmp_path, capsys):
@@ -198,4 +223,4 @@ def test_module_entry_point(tmp_path):
                         "--images", str(img_dir), "--out", str(tmp_path / "out")],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert os.listdir(tmp_path / "out") == ["a.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == [MARK, "a.png"]

@@ -13,6 +13,8 @@ from scipy import ndimage
 from datasets.distance_map import (DEFAULT_LAMBDA, boundary_pixels, brute_force_squared_distance, convert_folder,
                                    main, pseudo_distance_map, scribble_distance_map, squared_distance_to)
 from utils.io import read_label, save_png
+from utils.outputs import MARK
+from utils.palette import voc_palette
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQRT_E = math.sqrt(math.e)  # 1.6487...
@@ -277,7 +279,12 @@ def make_folder(tmp_path, n=4, bad=("broken.png",)):
 
 
 def leftovers(folder):
-    return [n for n in os.listdir(folder) if n.startswith(".") or ".tmp" in n]
+    """What a run left besides its outputs and its folder's mark (utils.outputs)."""
+    return [n for n in os.listdir(folder) if n != MARK and (n.startswith(".") or ".tmp" in n)]
+
+
+def outputs(folder):
+    return sorted(n for n in os.listdir(folder) if n != MARK)
 
 
 def test_cli_unreadable_input_is_reported_and_the_rest_written(tmp_path, capsys):
@@ -286,7 +293,7 @@ def test_cli_unreadable_input_is_reported_and_the_rest_written(tmp_path, capsys)
     assert main(["--kind", "scribble", "--src", str(src), "--dst", str(dst), "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert "broken.png" in err and "1 file(s)" in err
-    assert sorted(os.listdir(dst)) == sorted(labels)
+    assert outputs(dst) == sorted(labels)
     for name, lab in labels.items():
         with Image.open(dst / name) as im:
             assert im.mode == "L"
@@ -334,7 +341,49 @@ def test_module_entry_point_exit_code(tmp_path):
                         "--src", str(src), "--dst", str(tmp_path / "dst")],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "broken.png" in r.stderr
-    assert os.listdir(tmp_path / "dst") == ["000.png"]
+    assert outputs(tmp_path / "dst") == ["000.png"]
+
+
+def test_dst_through_a_symlink_to_src_is_refused_and_the_labels_kept(tmp_path, capsys):
+    """The audit's data loss: --dst a symlink to --src, --overwrite, replaced the scribbles."""
+    src, _ = make_folder(tmp_path, n=2, bad=())
+    (tmp_path / "link").symlink_to(src)
+    before = {n: (src / n).read_bytes() for n in os.listdir(src)}
+    for dst in (tmp_path / "link", src, src / "maps", tmp_path / "link" / ".." / "src"):
+        assert main(["--kind", "scribble", "--src", str(src), "--dst", str(dst), "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and "input folder" in err and "Traceback" not in err
+    assert {n: (src / n).read_bytes() for n in os.listdir(src)} == before
+
+
+def test_a_foreign_dst_folder_is_refused(tmp_path, capsys):
+    """An existing folder this tool did not make (the authors' maps, a user's files) is never
+    written into, not even with --overwrite."""
+    src, _ = make_folder(tmp_path, n=2, bad=())
+    dst = tmp_path / "distance_map"
+    dst.mkdir()
+    (dst / "000.png").write_bytes(b"the authors' map")
+    assert main(["--kind", "scribble", "--src", str(src), "--dst", str(dst), "--overwrite"]) == 1
+    assert "was not made by datasets.distance_map" in capsys.readouterr().err
+    assert os.listdir(dst) == ["000.png"] and (dst / "000.png").read_bytes() == b"the authors' map"
+
+
+def test_colour_rendered_scribbles_are_refused_per_file(tmp_path, capsys):
+    src, labels = make_folder(tmp_path, n=2, bad=())
+    Image.fromarray(voc_palette()[labels["001.png"]], "RGB").save(src / "001.png")  # VOC colours
+    assert main(["--kind", "scribble", "--src", str(src), "--dst", str(tmp_path / "dst")]) == 1
+    err = capsys.readouterr().err
+    assert "001.png: a colour picture (mode RGB), not a label map" in err and "Traceback" not in err
+    assert outputs(tmp_path / "dst") == ["000.png"]
+
+
+@pytest.mark.parametrize("lam", ["nan", "-1", "inf", "0"])
+def test_a_bad_lambda_blames_the_flag_once_before_any_work(tmp_path, capsys, lam):
+    src, _ = make_folder(tmp_path, n=3, bad=())
+    assert main(["--kind", "scribble", "--src", str(src), "--dst", str(tmp_path / "dst"), "--lam", lam]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --lam ") and "positive finite" in err
+    assert not (tmp_path / "dst").exists()
 
 
 def test_default_lambdas():

@@ -31,6 +31,7 @@ from utils.checkpoint import CheckpointError
 from utils.inference import multi_scale_predict, prepare_for_inference
 from utils.io import read_image, read_label
 from utils.metrics import confusion_matrix
+from utils.outputs import claim_output_dir
 from utils.palette import voc_palette
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,7 +293,7 @@ def test_never_deletes_or_overwrites_files_it_did_not_write(tmp_path, synthetic_
     notes.write_text("my notes\n")
     rc, err = _run(["--checkpoint_path", path, "--dataset_path", root, "--save_path",
                     str(tmp_path / "notes")] + SMALL, capsys)
-    assert rc == 1 and str(notes) in err and "not an eval.py report" in err
+    assert rc == 1 and str(notes) in err and "was not written by eval.py" in err
     assert notes.read_text() == "my notes\n" and not (tmp_path / "notes").exists()
     # our own report is replaced, and a finished run leaves no UNFINISHED marker
     save = str(tmp_path / "run")
@@ -310,9 +311,10 @@ def test_save_path_under_a_file_and_stale_temps(tmp_path, synthetic_root, capsys
                     str(tmp_path / "f" / "run")] + SMALL, capsys)
     assert rc == 1 and err.strip().count("\n") == 0 and "lies under the file" in err
     assert (tmp_path / "f").read_text() == "mine"
-    # what a killed run leaves: temp files of a prediction and of the report, beside a stranger's
+    # what a killed run leaves in its folder: temp files of a prediction and of the report,
+    # beside a stranger's
     save = tmp_path / "run"
-    save.mkdir()
+    claim_output_dir(str(save), evaluation.EVAL_TOOL)
     left = [save / ".2000_000010.k2x_9qaz.tmp.png", tmp_path / ".run.0a1b2c3d.tmp.txt"]
     kept = [tmp_path / ".other.0a1b2c3d.tmp.txt", save / "mine.tmp"]
     for f in left + kept:

@@ -12,6 +12,7 @@ from datasets.convert_scribbles import main
 from datasets.labelme import convert_labelme, rasterize_labelme, rasterize_labelme_json
 from datasets.layout import DatasetError
 from utils.io import read_label
+from utils.outputs import MARK
 
 H, W = 16, 24
 
@@ -181,12 +182,33 @@ def test_convert_collects_bad_files_writes_the_good_ones(tmp_path, capsys):
     assert f"{lm / 'd.json'}: shape 1: unknown label 'dragon'" in joined
     assert f"{lm / 'e.json'}: imageWidth x imageHeight is 30x16 but the image is 24x16" in joined
     assert f"{lm / 'f.json'}: image {img / 'f.jpg'} not found (and no imageData)" in joined
-    assert sorted(os.listdir(out)) == ["a.png", "b.png", "c.png"]
+    assert sorted(os.listdir(out)) == [MARK, "a.png", "b.png", "c.png"]
     assert read_label(str(out / "b.png"))[5, 5] == 15
 
     assert main(["--labelme", str(lm), "--out", str(out), "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert "3 file(s) not converted" in err and "'dragon'" in err
+
+
+def test_shape_types_of_other_types_and_bomb_sized_image_data_are_listed_per_file(tmp_path):
+    """A shape_type that is a list or a dict, and imageData whose header declares 20000x20000
+    (a decompression bomb: only the header is read), were tracebacks that stopped the run."""
+    lm, img = tmp_path / "lm", tmp_path / "JPEGImages"
+    write_json(lm / "a.json", doc(shape("cat", [(2, 2)]), image="../JPEGImages/a.jpg"))
+    write_image(img / "a.jpg")
+    write_json(lm / "b.json", doc(shape("cat", [(2, 2)], ["line"]), image="../JPEGImages/a.jpg"))
+    write_json(lm / "c.json", doc(shape("cat", [(2, 2)], {"type": "line"}), image="../JPEGImages/a.jpg"))
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, format="PNG")  # a few kB that decode to 400 M pixels
+    write_json(lm / "d.json", doc(shape("cat", [(2, 2)]), image=None, h=20000, w=20000,
+                                  data=base64.b64encode(buf.getvalue()).decode()))
+    stats = convert_labelme(str(lm), str(tmp_path / "out"), workers=1)
+    joined = "\n".join(stats.problems)
+    assert stats.converted == 1 and len(stats.problems) == 3, joined
+    assert "b.json: shape 1 ('cat'): shape_type [\"line\"] is not a name" in joined
+    assert "c.json: shape 1 ('cat'): shape_type {\"type\": \"line\"} is not a name" in joined
+    assert "d.json: imageData:" in joined and "decompression" in joined
+    assert sorted(os.listdir(tmp_path / "out")) == [MARK, "a.png"]
 
 
 def test_images_folder_and_embedded_image_data(tmp_path):
@@ -200,7 +222,7 @@ def test_images_folder_and_embedded_image_data(tmp_path):
     write_json(lm / "c.json", doc(shape("cat", [(2, 2)]), image=None, w=30, data=embedded))  # agrees
     write_json(lm / "d.json", doc(shape("cat", [(2, 2)]), image=None))
     stats = convert_labelme(str(lm), str(tmp_path / "out"), images_dir=str(img), workers=1)
-    assert stats.converted == 2 and sorted(os.listdir(tmp_path / "out")) == ["a.png", "c.png"]
+    assert stats.converted == 2 and sorted(os.listdir(tmp_path / "out")) == [MARK, "a.png", "c.png"]
     joined = "\n".join(stats.problems)
     assert "b.json: imageWidth x imageHeight is 24x16 but the image is 30x16" in joined
     assert f"d.json: no image d.* in {img} (and no imageData)" in joined
@@ -242,5 +264,5 @@ def test_cli_source_flags(tmp_path, capsys):
     assert "nope: labelme folder not found" in capsys.readouterr().err
     write_json(tmp_path / "lm" / "a.json", doc())
     assert main(["--labelme", str(tmp_path / "lm"), "--out", str(tmp_path / "lm")]) == 1
-    assert "--out is the labelme or image folder" in capsys.readouterr().err
+    assert "is the input folder" in capsys.readouterr().err
     assert os.listdir(tmp_path / "lm") == ["a.json"]

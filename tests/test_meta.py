@@ -50,13 +50,17 @@ def test_the_issue_example_reads_and_round_trips(tmp_path):
     ("classes: [a, b]\npalette: [[0, 0, 0], [0, 0, 300]]\n", "one [r, g, b]"),
     ("classes: [a, b]\nbackground: 1\n", "must be 0 (or null)"),
     ("classes: [a, b]\nbackground: 5\n", "class index 0..1"),
-    ("classes: [a, b]\nignore_index: 1\n", "do not fit below ignore_index 1"),
+    # 255 is what every consumer ignores: another value would be read and then not honoured
+    ("classes: [a, b]\nignore_index: 1\n", "'ignore_index' 1 is not supported"),
+    ("classes: [a, b]\nignore_index: 0\n", "remap that value to 255"),
+    ("classes: [a, b]\n1: x\n", "unknown key(s) [1]"),      # keys of mixed types
+    ("classes: [caf\xe9, b]\n", "not UTF-8 text (byte 0xe9"),  # latin-1 (written below)
     ("classes: [a, b]\nimage_suffix: png\n", "'.png'"),
     ("classes: [a, b\n", "cannot read"),
     ("- a\n- b\n", "expected a mapping"),
 ])
 def test_bad_descriptions_name_the_file_and_key(tmp_path, text, message):
-    (tmp_path / META_FILE).write_text(text)
+    (tmp_path / META_FILE).write_text(text, encoding="latin-1")
     with pytest.raises(MetaError) as e:
         load_meta(str(tmp_path))
     assert str(e.value).startswith(str(tmp_path / META_FILE)) and message in str(e.value)

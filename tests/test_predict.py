@@ -17,6 +17,7 @@ import eval as evaluation
 import predict
 from conftest import corrupt_file
 from models import build_model
+from utils.outputs import MARK
 from utils.palette import voc_palette
 
 SMALL = ["--scales", "1", "--base_size", "64", "--crop_size", "48"]
@@ -89,7 +90,7 @@ def test_unreadable_file_is_named_once_and_the_rest_are_predicted(run):
     assert f"error: {broken}: cannot read (" in run["stderr"]
     assert run["stderr"].rstrip().endswith(f"error: 1 of 5 image(s) could not be read (named above); "
                                            f"4 prediction(s) in {run['out']}/")
-    assert sorted(os.listdir(run["out"])) == ["grey.png", "overlay", "pal.png", "rgba.png", "rotated.png"]
+    assert sorted(os.listdir(run["out"])) == [MARK, "grey.png", "overlay", "pal.png", "rgba.png", "rotated.png"]
 
 
 def test_predictions_are_palette_pngs_of_the_displayed_size_in_the_checkpoint_colours(run):
@@ -151,9 +152,10 @@ def test_duplicate_stems_and_overwriting_inputs_are_refused_before_any_work(tmp_
     assert not (tmp_path / "out").exists()
 
     before = (tmp_path / "a" / "x.png").read_bytes()
-    rc, _, err = _main(["--checkpoint_path", missing, "--images", tmp_path / "a", "--out", tmp_path / "a"])
-    assert rc == 1 and "would replace the input image" in err
-    assert (tmp_path / "a" / "x.png").read_bytes() == before
+    for out in (tmp_path / "a", tmp_path / "a" / "pred", tmp_path):  # the input folder, inside it, holding it
+        rc, _, err = _main(["--checkpoint_path", missing, "--images", tmp_path / "a", "--out", out])
+        assert rc == 1 and "input folder" in err and err.count("\n") == 1, err
+    assert (tmp_path / "a" / "x.png").read_bytes() == before and os.listdir(tmp_path / "a") == ["x.png"]
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):

@@ -112,3 +112,17 @@ def test_synthetic_pseudo_labels(synthetic_root, capsys):
     assert 50 <= miou <= 95
     s = score_labels(str(synthetic_root), PSEUDO_SYNTHETIC)
     assert s["images"] == 6 and 0 < s["unlabelled_fraction"] < 0.2
+
+
+def test_json_that_is_a_folder_an_input_or_someone_elses_is_one_line(two_class, capsys):
+    """--json onto a folder was a traceback after the whole scoring; another file was replaced."""
+    (two_class / "notes.json").write_text('{"mine": 1}')
+    for target, message in ((two_class / "pl", "is a folder"), (two_class / "pl" / "s.json", "input folder"),
+                            (two_class / "notes.json", "was not written by datasets.score_labels")):
+        assert main(["--root", str(two_class), "--labels", "pl", "--json", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --json {target}") and message in err, err
+    assert (two_class / "notes.json").read_text() == '{"mine": 1}'
+    ours = two_class / "s.json"
+    for _ in range(2):  # its own file is replaced
+        assert main(["--root", str(two_class), "--labels", "pl", "--json", str(ours)]) == 0

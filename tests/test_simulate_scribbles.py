@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from datasets.simulate_scribbles import _LUTS, image_rng, main, simulate, skeletonize
 from utils.io import read_label, save_png
+from utils.outputs import MARK
 
 
 def simulate_scribble(mask, rng, **kw):
@@ -230,7 +231,7 @@ def test_cli_output_does_not_depend_on_workers_and_ids_select(tmp_path, capsys):
     (tmp_path / "ids.txt").write_text("img_2\nimg_0")
     code, _, _ = run(capsys, "--masks", masks, "--out", tmp_path / "c", "--seed", 5, "--workers", 1,
                      "--ids", tmp_path / "ids.txt")
-    assert code == 0 and sorted(os.listdir(tmp_path / "c")) == ["img_0.png", "img_2.png"]
+    assert code == 0 and sorted(os.listdir(tmp_path / "c")) == [MARK, "img_0.png", "img_2.png"]
 
 
 def test_cli_bad_files_exit_1_naming_the_file(tmp_path, capsys):
@@ -243,10 +244,36 @@ def test_cli_bad_files_exit_1_naming_the_file(tmp_path, capsys):
     code, _, err = run(capsys, "--masks", masks, "--out", out, "--seed", 0, "--workers", 1)
     assert code == 1
     assert "bad_value.png" in err and "37" in err and "corrupt.png" in err
-    assert sorted(p for p in os.listdir(out)) == ["img_0.png", "img_1.png"]   # no partial file
+    assert sorted(p for p in os.listdir(out)) == [MARK, "img_0.png", "img_1.png"]   # no partial file
 
     code, _, err = run(capsys, "--masks", tmp_path / "nowhere", "--out", out, "--seed", 0)
     assert code == 1 and "nowhere" in err
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "--masks", tmp_path / "empty", "--out", out, "--seed", 0)
     assert code == 1 and "no .png" in err
+
+
+def test_out_is_never_the_masks_folder_and_ids_are_names(tmp_path, capsys):
+    """The audit's data loss (--out == --masks --overwrite replaced the masks with scribbles)
+    and writes outside --out through an id with '..' or an absolute path."""
+    masks = tmp_path / "masks"
+    write_masks(masks, n=2)
+    before = {n: (masks / n).read_bytes() for n in os.listdir(masks)}
+    for out in (masks, masks / "scribbles"):
+        code, _, err = run(capsys, "--masks", masks, "--out", out, "--seed", 0, "--overwrite")
+        assert code == 1 and err.count("error:") == 1 and "input folder" in err
+    for line in ("../img_0", str(masks / "img_0"), "img_0\x00"):
+        (tmp_path / "ids.txt").write_text(f"img_1\n{line}\n")
+        code, _, err = run(capsys, "--masks", masks, "--out", tmp_path / "out", "--seed", 0, "--ids",
+                           tmp_path / "ids.txt")
+        assert code == 1 and err.count("error:") == 1 and "ids.txt: line 2" in err
+        assert not (tmp_path / "out").exists()
+    assert {n: (masks / n).read_bytes() for n in os.listdir(masks)} == before
+
+
+@pytest.mark.parametrize("width", ["99999", "4", "0"])
+def test_a_width_that_cannot_be_drawn_blames_the_flag(tmp_path, capsys, width):
+    with pytest.raises(SystemExit) as e:
+        main(["--masks", str(tmp_path), "--out", str(tmp_path / "o"), "--seed", "0", "--width", width])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("error:") == 1 and "--width" in err and "1..255" in err

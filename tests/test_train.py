@@ -9,18 +9,15 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import train
-from conftest import corrupt_file, torchrun
+from conftest import corrupt_file, main_with_file_size_limit, torchrun
 from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.outputs import claim_output_dir
 from utils.training import lr_at
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--layers", "18", "--pretrained", "none", "--batchsize", "2", "--crop_size", "65",
         "--workers", "0", "--lr", "0.01", "--warmup", "1", "--pseudo_path", "pseudo_label"]
@@ -281,7 +278,7 @@ def test_resume_with_other_schedule_flags_is_refused_unless_overridden(synthetic
 
 def test_start_clears_only_our_stale_temp_files(synthetic_root, tmp_path):
     log = tmp_path / "log"
-    log.mkdir()
+    claim_output_dir(str(log), "train.py")  # the folder of a run killed before its first epoch ended
     ours = [".last_checkpoint.k2x_9qaz.tmp.pth", ".metrics.0a1b2c3d.tmp.csv"]  # a killed run's
     foreign = [".last_checkpoint.tmp.pth", "notes.tmp.txt", ".cache.abc.tmp", ".x.12345678.tmpfoo"]
     for name in ours + foreign:
@@ -324,13 +321,8 @@ def test_full_disk_while_checkpointing_is_one_line(synthetic_root, tmp_path):
     """A file-size limit makes every write past it fail the way a full disk does (the kernel's
     EFBIG instead of ENOSPC): torch.save's writer fails mid-checkpoint."""
     log = tmp_path / "log"
-    code = (f"import resource, signal, sys\n"
-            f"signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            f"resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
-            f"import train\n"
-            f"sys.exit(train.main({[ '--dataset_path', str(synthetic_root), '--logdir', str(log), *TINY, '--epochs', '1']!r}))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    proc = main_with_file_size_limit("train", ["--dataset_path", synthetic_root, "--logdir", log, *TINY,
+                                               "--epochs", "1"], 1 << 20)
     assert proc.returncode == 1, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr and "disk is full" in err and "_checkpoint.pth" in err

@@ -32,6 +32,35 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and what to try."""
 
 
+# What a checkpoint holds (its "kind" entry; the authors' files and ours from before the entry
+# are segmentation networks), who writes it, and where it goes.
+KINDS = {
+    "segmentation": ("a segmentation network", "train.py",
+                     "eval.py, predict.py or train.py --resume"),
+    "cam_classifier": ("a CAM classifier", "make_pseudo_labels.py train",
+                       "make_pseudo_labels.py label or make_pseudo_labels.py train --resume"),
+}
+
+
+def checkpoint_kind(ckpt: dict) -> str:
+    return ckpt.get("kind") or "segmentation"
+
+
+def require_kind(ckpt: dict, path: str, kind: str, user: str) -> None:
+    """CheckpointError saying what the file is and where it goes unless it is of `kind`
+    (`user`: the tool that needs it, for the message)."""
+    have = checkpoint_kind(ckpt)
+    if have == kind:
+        return
+    want, writer, _ = KINDS[kind]
+    if have not in KINDS:
+        raise CheckpointError(f"{path}: a checkpoint of unknown kind {have!r}; {user} needs {want} "
+                              f"from {writer}")
+    what, made_by, goes_to = KINDS[have]
+    raise CheckpointError(f"{path}: is {what} checkpoint ({made_by}), not {want}: {user} needs one "
+                          f"from {writer}; this file goes to {goes_to}")
+
+
 def save_checkpoint(state: dict, path: str) -> None:
     """torch.save to a temporary file, then rename: a kill never corrupts the previous file."""
     with atomic_path(path) as tmp:

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from utils.device import check_device
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -43,10 +45,10 @@ def init_distributed(device_arg: str = "auto") -> torch.device:
     """Initialise the process group when launched by torchrun; return this process's device.
 
     torchrun sets WORLD_SIZE/RANK/LOCAL_RANK. NCCL on CUDA, gloo on CPU (what tests use here).
+    `device_arg`: utils.device's --device rule (DeviceError for one this machine lacks).
     """
-    want_cuda = device_arg in ("auto", "cuda") and torch.cuda.is_available()
-    if device_arg == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda given but CUDA is not available on this machine")
+    device_arg = check_device(device_arg)
+    want_cuda = device_arg.startswith("cuda") or (device_arg == "auto" and torch.cuda.is_available())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not is_dist():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if want_cuda:
@@ -59,10 +61,9 @@ def init_distributed(device_arg: str = "auto") -> torch.device:
             dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
                                     world_size=int(os.environ["WORLD_SIZE"]))
     if want_cuda:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device_arg not in ("auto", "cpu", "cuda"):
-        return torch.device(device_arg)
-    return torch.device("cpu")
+        index = device_arg.partition(":")[2] or os.environ.get("LOCAL_RANK", "0")
+        return torch.device("cuda", int(index))
+    return torch.device("mps" if device_arg == "mps" else "cpu")
 
 
 def cleanup() -> None:

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import os
 import time
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from utils import dist
-from utils.checkpoint import save_checkpoint
-from utils.io import prepare_output_dir, save_rgb_png
+from utils.checkpoint import CheckpointError, checkpoint_kind, load_checkpoint, save_checkpoint
+from utils.device import DEVICE_HELP, device_flag
+from utils.io import OutputError, save_rgb_png
 from utils.log import MetricsLog, save_config
+from utils.outputs import OutputDir, RunLock, claim_output_dir
 from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, lr_at,
                             restore, resume_path, seed_epoch, seed_everything, unwrap)
 
@@ -40,11 +44,14 @@ def add_engine_flags(p: argparse.ArgumentParser, logdir: str, epochs: int, warmu
     a("--seed", type=int, default=seed)
     a("--amp", action=argparse.BooleanOptionalAction, default=None,
       help="mixed precision (default: on with CUDA, fp16 + GradScaler; off on CPU)")
-    a("--device", default="auto", help="auto, cuda, cpu (under torchrun: LOCAL_RANK's GPU)")
+    a("--device", default="auto", type=device_flag, help=DEVICE_HELP)
     a("--logdir", default=logdir, help="checkpoints, metrics.csv, curves.png, TensorBoard")
     a("--resume", default=None, help="a checkpoint path, or 'auto' (the log dir's last checkpoint)")
     a("--resume_override", action="store_true",
       help="resume even if the schedule, model or loss flags differ from the checkpoint's")
+    a("--start_over", action="store_true",
+      help="--logdir holds a run: delete its checkpoints, metrics.csv, curves and TensorBoard "
+           "events and train anew there (without it, or --resume, such a folder is refused)")
     a("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
     a("--chk_interval", type=int, default=1, help="write the last checkpoint every N epochs")
     a("--stop_after", type=int, default=None,
@@ -58,16 +65,94 @@ def check_engine_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
             p.error(f"--{name} must be >= 1")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
+    if args.start_over and args.resume is not None:
+        p.error("--start_over and --resume contradict each other: give one")
 
 
-def start_run(args) -> tuple[torch.device, torch.dtype | None]:
-    """Process group, device, autocast dtype, seeds; the log dir checked and cleared of our own
-    temp files before anything else (a bad --logdir fails before data and model are built)."""
+# What a run folder holds (a Task adds its picture); a folder holding one of RUN_RECORDS holds
+# a run, which a new run must not silently replace (--resume continues it, --start_over
+# deletes it). TensorBoard writes its events under tb/.
+RUN_FILES = ("config.json", "metrics.csv", "curves.png", LAST, BEST, "tb")
+RUN_RECORDS = (LAST, BEST, "metrics.csv")
+TB_EVENTS = "events.out.tfevents."
+_RUN: dict = {}  # this process's run folder while it trains (rank 0): "out" OutputDir, "lock" RunLock
+
+
+def run_names(task_cls: type[Task]) -> list[str]:
+    return [*RUN_FILES, task_cls.picture_file]
+
+
+def start_run(args, task_cls: type[Task],
+              inputs: Iterable[str] = ()) -> tuple[torch.device, torch.dtype | None]:
+    """Process group, device, autocast dtype, seeds; then, on rank 0, the log dir: claimed as
+    `task_cls.tool`'s (utils.outputs: never an input folder in `inputs`, never a folder or file
+    someone else wrote), locked for the run's life (a second run is refused naming this one;
+    end_run releases it), refused if it holds a run and neither --resume nor --start_over was
+    given -- all before data and model are built."""
     device = dist.init_distributed(args.device)
     seed_everything(args.seed)
     if dist.is_main():
-        prepare_output_dir(args.logdir, "--logdir")
+        open_run_folder(args, task_cls, inputs)
     return device, autocast_dtype(device, args.amp)
+
+
+def open_run_folder(args, task_cls: type[Task], inputs: Iterable[str] = ()) -> OutputDir:
+    """--logdir claimed with the run's names and locked (start_run); a folder it made is removed
+    again if the run is refused."""
+    names = run_names(task_cls)
+    new = not os.path.exists(args.logdir)
+    out = claim_output_dir(args.logdir, task_cls.tool, "--logdir", inputs,
+                           earlier=functools.partial(_earlier_run, task_cls=task_cls))
+    lock = RunLock(args.logdir, task_cls.tool).acquire()
+    try:
+        out.claim(names)  # a file someone else put there under one of our names: refused, named
+        held = [n for n in RUN_RECORDS if os.path.isfile(out.path(n))]
+        if held and args.resume is None and not args.start_over:
+            raise OutputError(f"--logdir {args.logdir}: holds a run ({', '.join(held)}); continue it with "
+                              f"--resume auto, replace it with --start_over, or choose another --logdir")
+        if args.start_over:
+            gone = [n for n in names if out.remove(n)]
+            tb = out.path("tb")
+            if os.path.isdir(tb):
+                for e in sorted(os.listdir(tb)):
+                    if e.startswith(TB_EVENTS) and out.remove(f"tb/{e}"):
+                        gone.append(f"tb/{e}")
+            if gone:
+                print(f"--start_over: removed the previous run's {', '.join(gone)} from {args.logdir}")
+    except BaseException:
+        lock.release()
+        if new:
+            out.discard_if_unused()
+        raise
+    _RUN.update(out=out, lock=lock, new=new)
+    return out
+
+
+def end_run() -> None:
+    """Release the run folder's lock (the training CLIs call it however the run ended; a
+    process killed outright leaves a lock that the next run recognises as dead). A folder this
+    run created and never wrote into (it failed at the data check) is removed."""
+    lock, out, new = _RUN.pop("lock", None), _RUN.pop("out", None), _RUN.pop("new", False)
+    if lock is not None:
+        lock.release()
+    if new and out is not None:
+        out.discard_if_unused()
+
+
+def _earlier_run(path: str, entries: list[str], task_cls: type[Task]) -> bool:
+    """An unmarked log folder written by this tool before folders were marked: nothing but the
+    run's own names, and a checkpoint of this tool's kind that stores its run's arguments."""
+    if not set(entries) <= set(run_names(task_cls)):
+        return False
+    for name in (LAST, BEST):
+        if name in entries:
+            try:
+                ckpt = load_checkpoint(os.path.join(path, name))
+            except CheckpointError:
+                return False
+            return checkpoint_kind(ckpt) == task_cls.kind and isinstance(ckpt.get("args"), dict) \
+                and "logdir" in ckpt["args"]
+    return False
 
 
 class Task:
@@ -79,6 +164,8 @@ class Task:
     desc = "epoch"                   # progress-bar label
     picture_file = "train_samples.png"
     picture_tag = "train/samples"
+    tool = "train.py"                # whose --logdir it is (utils.outputs' mark, the run lock)
+    kind = "segmentation"            # the checkpoints' kind (utils.checkpoint.KINDS)
     resume_keys: tuple[str, ...] = ()  # flags a resumed run must share (utils.training.restore)
     resume_hint = ""                 # what to try when the checkpoint's keys do not fit the model
     checkpoint_extra: dict = {}      # stored in every checkpoint (e.g. its kind)
@@ -146,7 +233,8 @@ def fit(task: Task, loader, args, run_args: dict, config_extra: dict | None = No
     path = resume_path(args.resume, args.logdir)
     if path is not None:
         ckpt = restore(path, model, optimizer, scaler, device, hint=task.resume_hint, now=run_args,
-                       keys=task.resume_keys, override=args.resume_override)
+                       keys=task.resume_keys, override=args.resume_override, kind=task.kind,
+                       user=f"{task.tool} --resume")
         start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
         best = float(ckpt.get(task.best_key, -1.0))
         if main_proc:

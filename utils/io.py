@@ -118,12 +118,18 @@ def atomic_path(path: str):
     never a truncated `path`. Outputs get the umask's permissions, like any other file.
     """
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
-    tmp = _new_temp(d, base, ext)
+    try:
+        os.makedirs(d, exist_ok=True)
+        tmp = _new_temp(d, base, ext)
+    except OSError as e:  # a read-only folder, a file in the way: one line naming the path
+        raise _write_failure(path, e) or _cannot_write(path, e) from None
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # onto a folder, a vanished folder
+            raise _cannot_write(path, e) from None
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -131,6 +137,10 @@ def atomic_path(path: str):
         if failure is not None:
             raise failure from None
         raise
+
+
+def _cannot_write(path: str, e: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write it ({e.strerror or e})")
 
 
 def save_png(array: np.ndarray, path: str, palette: bool | np.ndarray = False) -> None:
@@ -158,11 +168,16 @@ def save_rgb_png(picture: np.ndarray, path: str) -> None:
         Image.fromarray(picture).save(tmp, format="PNG")
 
 
-def read_label(path: str) -> np.ndarray:
+COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def read_label(path: str, colour: bool = True) -> np.ndarray:
     """(H, W) uint8 from a label or distance-map PNG.
 
     Mode L and P give their values (P: palette indices, as VOC masks are stored); an RGB(A)
     file gives channel 0, which is how the authors' distance maps are sometimes stored.
+    `colour=False` (a file that must hold class indices): a colour picture is an OSError
+    naming the file (a colour-rendered label's channel 0 is a colour, not a class).
     """
     try:
         with Image.open(path) as img:
@@ -173,6 +188,9 @@ def read_label(path: str) -> np.ndarray:
         raise FileNotFoundError(f"{path}: file not found") from None
     except Exception as e:  # PIL raises many kinds for broken files
         raise OSError(f"{path}: cannot decode ({e.__class__.__name__}: {e})") from None
+    if not colour and mode in COLOUR_MODES:
+        raise OSError(f"{path}: a colour picture (mode {mode}), not a label map of class indices: "
+                      f"a colour-rendered label must be converted back to indices (mode L or P)")
     if arr.ndim == 3:
         arr = arr[..., 0]
     if mode in ("I", "I;16", "F") or arr.dtype != np.uint8:

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from utils.io import atomic_path
+from utils.io import OutputError, atomic_path
 
 
 def save_config(args: dict, logdir: str) -> str:
@@ -30,8 +30,16 @@ class MetricsLog:
         self.png_path = os.path.join(logdir, "curves.png")
         self.rows: list[dict] = []
         if os.path.isfile(self.csv_path):
-            with open(self.csv_path, newline="") as f:
-                self.rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            try:
+                with open(self.csv_path, newline="", encoding="utf-8") as f:
+                    reader = csv.DictReader(f)
+                    self.rows = [{k: _num(v) for k, v in r.items()} for r in reader]
+                    ours = reader.fieldnames is not None and "epoch" in reader.fieldnames
+            except (OSError, ValueError, csv.Error) as e:
+                raise OutputError(f"{self.csv_path}: cannot read it ({e})") from None
+            if not ours or any(not isinstance(r.get("epoch"), int) for r in self.rows):
+                raise OutputError(f"{self.csv_path}: not a metrics.csv written by a training run (no "
+                                  f"whole 'epoch' column); move it, or choose another --logdir")
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -160,17 +160,20 @@ def changed_flags(saved: dict | None, now: dict, keys) -> list[str]:
 
 
 def restore(path: str, model, optimizer, scaler, device, hint: str, now: dict | None = None,
-            keys=(), override: bool = False) -> dict:
+            keys=(), override: bool = False, kind: str | None = None, user: str = "--resume") -> dict:
     """Load a training checkpoint into model / optimizer / scaler; return it (epoch, iteration
     and the loop's own entries are the caller's).
 
     `keys` are the settings that shape the schedule, the model or the loss: if `now` (this
     run's args) differs from the checkpoint's stored args in any of them, resuming would
     silently splice two different runs, so it is a TrainingError listing them, unless
-    `override` (--resume_override), which only warns.
+    `override` (--resume_override), which only warns. A checkpoint of another `kind` (a CAM
+    classifier's given to train.py) is a CheckpointError saying so, whatever `override`.
     """
-    from utils.checkpoint import load_checkpoint, load_model_weights
+    from utils.checkpoint import load_checkpoint, load_model_weights, require_kind
     ckpt = load_checkpoint(path, map_location=device)
+    if kind is not None:
+        require_kind(ckpt, path, kind, user)
     diff = changed_flags(ckpt.get("args"), now or {}, keys)
     if diff and not override:
         raise TrainingError(f"{path}: this run's settings differ from the run that wrote the "
