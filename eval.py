@@ -37,7 +37,6 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
@@ -56,6 +55,7 @@ from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_
                       save_rgb_png)
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
+from utils.parallel import data_loader
 
 # The authors' model names: their `_lorm` variants are the same networks plus the training-only
 # LoRM, which is built whenever the checkpoint holds its weights.
@@ -329,7 +329,7 @@ def evaluate(args) -> dict:
 
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
                               num_classes=num_classes)
-    loader = DataLoader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
+    loader = data_loader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
                         num_workers=args.workers, collate_fn=_single,
                         pin_memory=device.type == "cuda")
     meter = ConfusionMeter(num_classes, IGNORE_INDEX, device=device)
