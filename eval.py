@@ -8,7 +8,10 @@ For every image of the split: resize so the long side is base_size*s for each sc
 crop_size window with stride ceil(crop_size*stride_rate) (images smaller than the crop are
 padded with the mean), average the softmax over windows, resize back, average over scales,
 argmax; score against the full masks (ignore 255). The windows of one scale go through the
-network crop_batch at a time; probabilities accumulate on the device (utils/inference.py).
+network crop_batch at a time; probabilities accumulate on the device (utils/inference.py), at the
+scaled sizes: the full-size labels come in bands of rows, so memory does not grow with the
+image beyond the image and its label (--crf holds the image's C x H x W probabilities).
+Running out of memory is one line naming the image and the settings to lower.
 
 Writes <save_path>/<id>.png (the checkpoint's palette: dataset_meta, else VOC's), optionally <save_path>/overlay/<id>.png (image |
 ground truth | prediction), and once every image is scored: <save_path>/metrics.json,
@@ -49,8 +52,8 @@ from models import MODEL_TYPES, build_model
 from models.arch import architecture_hint, resolve_architecture
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from utils.cli import run_main
-from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
+from utils.cli import naming_out_of_memory, run_main
+from utils.inference import PAPER_SCALES, multi_scale_label, multi_scale_predict, prepare_for_inference
 from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_stale_temps, save_png,
                       save_rgb_png)
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
@@ -64,6 +67,8 @@ REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png")
 # Present in <save_path>/ while a run writes it: a killed run's folder says it may mix runs.
 UNFINISHED = "UNFINISHED.txt"
 REPORT_HEAD = " * IOU_All "  # how our <save_path>.txt starts (authors_report)
+# What bounds inference memory (--crf also holds an image's C x H x W probabilities).
+MEMORY_HINT = "lower --base_size, --scales or --crop_batch"
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -188,18 +193,31 @@ def _as_input(image, device) -> torch.Tensor:
     return image.to(device, torch.float32, non_blocking=True)
 
 
+def _protocol(inference, model, image, scales, base_size, crop_size, stride_rate, flip, crop_batch, amp):
+    device = next(model.parameters()).device
+    return inference(model, _as_input(image, device), scales=tuple(scales), base_size=base_size,
+                     crop=crop_size, stride_rate=stride_rate, flip=flip, crop_batch=crop_batch, amp=amp)
+
+
 def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
             stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
             amp: bool = False) -> torch.Tensor:
     """Class probabilities (C, H, W) of one image at its original size, by SPEC §7's protocol.
 
-    `image`: HxWx3 uint8 RGB (numpy) or a normalised (3, H, W) tensor; argmax(0) is the label.
+    `image`: HxWx3 uint8 RGB (numpy) or a normalised (3, H, W) tensor; argmax(0) is the label
+    (predict_label gives it without holding C x H x W floats).
     """
-    device = next(model.parameters()).device
-    probs = multi_scale_predict(model, _as_input(image, device), scales=tuple(scales),
-                                base_size=base_size, crop=crop_size, stride_rate=stride_rate,
-                                flip=flip, crop_batch=crop_batch, amp=amp)
-    return probs[0]
+    return _protocol(multi_scale_predict, model, image, scales, base_size, crop_size, stride_rate,
+                     flip, crop_batch, amp)[0]
+
+
+def predict_label(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
+                  stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
+                  amp: bool = False) -> torch.Tensor:
+    """predict(...).argmax(0) as (H, W) uint8, in memory bounded whatever the image's size
+    (utils.inference.multi_scale_label)."""
+    return _protocol(multi_scale_label, model, image, scales, base_size, crop_size, stride_rate,
+                     flip, crop_batch, amp)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -349,12 +367,15 @@ def evaluate(args) -> dict:
         bar = tqdm(loader, desc="eval", disable=not main_proc, dynamic_ncols=True)
         for sample in bar:
             mask = sample["mask"].to(device, non_blocking=True)
-            probs = predict(model, sample["image"], args.scales, args.base_size, args.crop_size,
-                            args.stride_rate, args.flip, args.crop_batch, amp)
+            infer = predict if crf else predict_label  # the label alone: bounded memory
+            with naming_out_of_memory(f"image {sample['id']}"):
+                pred = infer(model, sample["image"], args.scales, args.base_size, args.crop_size,
+                             args.stride_rate, args.flip, args.crop_batch, amp)
             image = denormalize(sample["image"]) if (args.overlay or crf) else None
             if crf is None:
-                finish(sample["id"], image, mask, probs.argmax(0))
+                finish(sample["id"], image, mask, pred)
             else:  # the CRF of this image runs in a worker while the network takes the next one
+                probs = pred  # the CRF starts from the probabilities
                 meter_raw.update(probs.argmax(0), mask)
                 crf.submit((sample["id"], image, mask), image, probs.float().cpu().numpy())
                 for (id_, img, m), label in crf.ready():
@@ -385,7 +406,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     return run_main(lambda: evaluate(args),
                     (DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError),
-                    "no report written")
+                    "no report written", memory_hint=MEMORY_HINT + (" or drop --crf" if args.crf else ""))
 
 
 if __name__ == "__main__":
