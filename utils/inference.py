@@ -185,7 +185,8 @@ def _linear_weights(n_in: int, n_out: int, device) -> tuple[torch.Tensor, ...]:
     output index its two source indices and their float32 weights (i0, i1, w0, w1), by torch's
     formula: source = scale * (index + 0.5) - 0.5 with scale = n_in / n_out in float32, rounded
     once (as torch's compiled kernels compute it, with a fused multiply-add), clamped at 0."""
-    scale = torch.tensor(n_in / n_out, dtype=torch.float32).double()  # n_in / n_out in float32
+    scale = (torch.tensor(float(n_in)) / n_out).double()  # the float32 quotient
+    # exact in float64, then rounded once to float32
     src = (scale * (torch.arange(n_out, dtype=torch.float64) + 0.5) - 0.5).float().clamp(min=0)
     i0 = src.long()  # src >= 0: truncation is floor
     i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
@@ -200,9 +201,10 @@ def _band_means(maps: list[torch.Tensor], height: int, width: int, work_bytes: i
     For each map, the source rows a band needs are resized along the width (_resize, the height
     kept: each row's own blend of two columns), then blended along the height with _resize's
     weights (_linear_weights) as torch's kernel does: w0 * row0 + (w1 * row1), fused. That is
-    _resize's arithmetic wherever torch's kernel fuses the multiply-add (on the CPUs tested: the
-    upsampling it does here); elsewhere a value may differ in its last bit (~1e-7), which moves
-    a label only where two classes tie to that precision.
+    _resize's arithmetic where torch's kernel fuses the multiply-add (bit-identical on the CPU of
+    bench/results/inference_memory.txt); where it does not (it depends on the build and on the
+    tensors' shapes), a value may differ in its last bit (~1e-7), which moves a label only where
+    two classes tie to that precision.
     """
     classes = maps[0].shape[1]
     # per band row: a map's source rows (ratio + 1 at most), the two rows gathered, a product,
