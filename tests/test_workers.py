@@ -118,7 +118,7 @@ def test_label_dataloader_workers_die_with_make_pseudo_labels(tmp_path, make_syn
     workers' queues by value."""
     from datasets.meta import load_meta
     from models.cam import build_cam_net
-    root = make_synthetic(train=12, val=2, size=(192, 256))
+    root = make_synthetic(train=6, val=2, size=(128, 160))
     meta = load_meta(str(root))
     torch.manual_seed(0)
     ckpt = tmp_path / "cam.pth"
