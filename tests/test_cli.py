@@ -1,6 +1,7 @@
 """utils.cli.run_main: a known error is one `error:` line naming the problem, also when it was
 raised inside a DataLoader worker process (torch re-raises it with the worker's traceback); under
-torchrun a failed rank reports once and exits without waiting at a barrier."""
+torchrun a failed rank reports once and exits without waiting at a barrier; running out of memory
+in torch (CPU or GPU), numpy or OpenCV is one line naming the work and the settings to lower."""
 import torch
 from torch.utils.data import DataLoader, Dataset
 
