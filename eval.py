@@ -348,8 +348,8 @@ def evaluate(args) -> dict:
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
                               num_classes=num_classes)
     loader = data_loader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
-                        num_workers=args.workers, collate_fn=_single,
-                        pin_memory=device.type == "cuda")
+                         num_workers=args.workers, collate_fn=_single,
+                         pin_memory=device.type == "cuda")
     meter = ConfusionMeter(num_classes, IGNORE_INDEX, device=device)
     meter_raw = ConfusionMeter(num_classes, IGNORE_INDEX, device=device) if crf else None
 

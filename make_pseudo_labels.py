@@ -393,7 +393,7 @@ def label(args) -> dict:
               + (f" ({done} already there; --overwrite redoes them)" if done else ""))
     shard = Subset(dataset, todo)
     loader = data_loader(shard, batch_size=None, sampler=dist.ShardSampler(len(shard)),
-                        num_workers=args.workers, collate_fn=_as_is, pin_memory=device.type == "cuda")
+                         num_workers=args.workers, collate_fn=_as_is, pin_memory=device.type == "cuda")
     stats = torch.zeros(3, dtype=torch.float64)  # pixels, unsure pixels, images
     for s in tqdm(loader, desc="CAM pseudo-labels", unit="img", disable=not main_proc, dynamic_ncols=True):
         lab, _ = pseudo_label_of(model, s, labels[s["id"]], args, device)

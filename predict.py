@@ -7,10 +7,10 @@ The same multi-scale sliding-window inference as eval.py (its `predict_label`, i
 does not grow with the image beyond the image and its label; the same flags and defaults:
 --scales --base_size --crop_size --stride_rate --flip --crop_batch --device --amp, and the
 architecture flags). Running out of memory is one line naming the image and the settings to
-lower. Inputs are files and/or folders (a folder: its .jpg .jpeg
-.png .bmp .tif .tiff files, sorted, not recursive, dot-files skipped). Grey (8- or 16-bit),
-RGBA, palette and CMYK images are converted to RGB and the EXIF orientation is applied, so
-every output has the size of the image as displayed.
+lower. Inputs are files and/or folders (a folder: its .jpg .jpeg .png .bmp .tif .tiff files,
+sorted, not recursive, dot-files skipped). Grey (8- or 16-bit), RGBA, palette and CMYK images
+are converted to RGB and the EXIF orientation is applied, so every output has the size of the
+image as displayed.
 
 Writes <out>/<stem>.png, the argmax as a palette PNG in the checkpoint's colours (its
 dataset_meta; VOC's for a checkpoint without one), and with --overlay

@@ -110,8 +110,8 @@ def build_loaders(args, train_fields, device):
     train_loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     # Persistent workers here too: validation runs every --val_interval epochs (default 1).
     val_loader = data_loader(val_set, args.batchsize, sampler=dist.ShardSampler(len(val_set)),
-                            num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate,
-                            persistent_workers=args.workers > 0)
+                             num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate,
+                             persistent_workers=args.workers > 0)
     return train_loader, val_loader
 
 

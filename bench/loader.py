@@ -144,7 +144,7 @@ def images_per_second(dataset, n: int, batch: int, name: str, collate=None) -> f
     """Images/s over n images, one worker, timed from the first batch (worker start-up excluded)."""
     torch.manual_seed(0)
     loader = data_loader(dataset, batch_size=batch, shuffle=True, num_workers=1,
-                        collate_fn=collate, drop_last=True)
+                         collate_fn=collate, drop_last=True)
     it = iter(loader)
     next(it)
     start, seen = time.perf_counter(), 0

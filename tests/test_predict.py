@@ -196,10 +196,10 @@ resource.setrlimit(resource.RLIMIT_AS, (size + 300 * 2**20,) * 2)
 sys.exit(predict.main(sys.argv[1:]))
 """
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", limited, "--checkpoint_path", ckpt, "--images", str(tmp_path / "a.png"),
-                           "--out", str(tmp_path / "out"), "--scales", "1", "--base_size", "3000", "--crop_size", "3000",
-                           "--device", "cpu"], cwd=repo, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repo),
-                          capture_output=True, text=True, timeout=300)
+    argv = ["--checkpoint_path", ckpt, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+            "--scales", "1", "--base_size", "3000", "--crop_size", "3000", "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-c", limited, *argv], cwd=repo, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repo), timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"error: out of memory on {tmp_path / 'a.png'} (could not allocate ")

@@ -130,8 +130,8 @@ def shuffled_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, 
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(),
                                  shuffle=True, seed=seed, drop_last=True)
     loader = data_loader(dataset, batch_size, sampler=EpochKeys(sampler, seed), num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate,
-                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+                         pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate,
+                         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
     if len(loader) == 0:
         raise TrainingError(f"{len(dataset)} training ids give no full batch of {batch_size} "
                             f"per process (x{dist.world_size()}): lower --batchsize")
