@@ -8,7 +8,10 @@ For every image of the split: resize so the long side is base_size*s for each sc
 crop_size window with stride ceil(crop_size*stride_rate) (images smaller than the crop are
 padded with the mean), average the softmax over windows, resize back, average over scales,
 argmax; score against the full masks (ignore 255). The windows of one scale go through the
-network crop_batch at a time; probabilities accumulate on the device (utils/inference.py).
+network crop_batch at a time; probabilities accumulate on the device (utils/inference.py), at the
+scaled sizes: the full-size labels come in bands of rows, so memory does not grow with the
+image beyond the image and its label (--crf holds the image's C x H x W probabilities).
+Running out of memory is one line naming the image and the settings to lower.
 
 Writes <save_path>/<id>.png (the checkpoint's palette: dataset_meta, else VOC's), optionally <save_path>/overlay/<id>.png (image |
 ground truth | prediction), and once every image is scored: <save_path>/metrics.json,
@@ -38,7 +41,6 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
@@ -51,13 +53,14 @@ from models import MODEL_TYPES, build_model
 from models.arch import architecture_hint, resolve_architecture
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, require_kind
-from utils.cli import run_main
+from utils.cli import naming_out_of_memory, run_main
 from utils.device import DEVICE_HELP, device_flag
-from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
+from utils.inference import PAPER_SCALES, multi_scale_label, multi_scale_predict, prepare_for_inference
 from utils.io import OutputError, atomic_path, remove_stale_temps, save_png, save_rgb_png
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
 from utils.outputs import OutputDir, claim_output_dir, claim_output_file
+from utils.parallel import data_loader
 
 # The authors' model names: their `_lorm` variants are the same networks plus the training-only
 # LoRM, which is built whenever the checkpoint holds its weights.
@@ -67,6 +70,8 @@ REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png")
 UNFINISHED = "UNFINISHED.txt"
 REPORT_HEAD = " * IOU_All "  # how our <save_path>.txt starts (authors_report)
 EVAL_TOOL = "eval.py"  # the owner of --save_path folders (utils.outputs' mark)
+# What bounds inference memory (--crf also holds an image's C x H x W probabilities).
+MEMORY_HINT = "lower --base_size, --scales or --crop_batch"
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -196,18 +201,31 @@ def _as_input(image, device) -> torch.Tensor:
     return image.to(device, torch.float32, non_blocking=True)
 
 
+def _protocol(inference, model, image, scales, base_size, crop_size, stride_rate, flip, crop_batch, amp):
+    device = next(model.parameters()).device
+    return inference(model, _as_input(image, device), scales=tuple(scales), base_size=base_size,
+                     crop=crop_size, stride_rate=stride_rate, flip=flip, crop_batch=crop_batch, amp=amp)
+
+
 def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
             stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
             amp: bool = False) -> torch.Tensor:
     """Class probabilities (C, H, W) of one image at its original size, by SPEC §7's protocol.
 
-    `image`: HxWx3 uint8 RGB (numpy) or a normalised (3, H, W) tensor; argmax(0) is the label.
+    `image`: HxWx3 uint8 RGB (numpy) or a normalised (3, H, W) tensor; argmax(0) is the label
+    (predict_label gives it without holding C x H x W floats).
     """
-    device = next(model.parameters()).device
-    probs = multi_scale_predict(model, _as_input(image, device), scales=tuple(scales),
-                                base_size=base_size, crop=crop_size, stride_rate=stride_rate,
-                                flip=flip, crop_batch=crop_batch, amp=amp)
-    return probs[0]
+    return _protocol(multi_scale_predict, model, image, scales, base_size, crop_size, stride_rate,
+                     flip, crop_batch, amp)[0]
+
+
+def predict_label(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
+                  stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
+                  amp: bool = False) -> torch.Tensor:
+    """predict(...).argmax(0) as (H, W) uint8, in memory bounded whatever the image's size
+    (utils.inference.multi_scale_label)."""
+    return _protocol(multi_scale_label, model, image, scales, base_size, crop_size, stride_rate,
+                     flip, crop_batch, amp)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -345,9 +363,9 @@ def evaluate(args) -> dict:
 
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
                               num_classes=num_classes)
-    loader = DataLoader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
-                        num_workers=args.workers, collate_fn=_single,
-                        pin_memory=device.type == "cuda")
+    loader = data_loader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
+                         num_workers=args.workers, collate_fn=_single,
+                         pin_memory=device.type == "cuda")
     meter = ConfusionMeter(num_classes, IGNORE_INDEX, device=device)
     meter_raw = ConfusionMeter(num_classes, IGNORE_INDEX, device=device) if crf else None
 
@@ -365,12 +383,15 @@ def evaluate(args) -> dict:
         bar = tqdm(loader, desc="eval", disable=not main_proc, dynamic_ncols=True)
         for sample in bar:
             mask = sample["mask"].to(device, non_blocking=True)
-            probs = predict(model, sample["image"], args.scales, args.base_size, args.crop_size,
-                            args.stride_rate, args.flip, args.crop_batch, amp)
+            infer = predict if crf else predict_label  # the label alone: bounded memory
+            with naming_out_of_memory(f"image {sample['id']}"):
+                pred = infer(model, sample["image"], args.scales, args.base_size, args.crop_size,
+                             args.stride_rate, args.flip, args.crop_batch, amp)
             image = denormalize(sample["image"]) if (args.overlay or crf) else None
             if crf is None:
-                finish(sample["id"], image, mask, probs.argmax(0))
+                finish(sample["id"], image, mask, pred)
             else:  # the CRF of this image runs in a worker while the network takes the next one
+                probs = pred  # the CRF starts from the probabilities
                 meter_raw.update(probs.argmax(0), mask)
                 crf.submit((sample["id"], image, mask), image, probs.float().cpu().numpy())
                 for (id_, img, m), label in crf.ready():
@@ -401,7 +422,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     return run_main(lambda: evaluate(args),
                     (DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError),
-                    "no report written")
+                    "no report written", memory_hint=MEMORY_HINT + (" or drop --crf" if args.crf else ""))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from datasets.cam_labels import BG_THRESH, FG_THRESH, cam_pseudo_label
@@ -56,6 +56,7 @@ from utils.device import DEVICE_HELP, device_flag
 from utils.engine import Task, add_engine_flags, check_engine_flags, end_run, fit, run_names, start_run
 from utils.io import atomic_path, read_label, save_png, save_rgb_png
 from utils.outputs import OutputDir, claim_output_dir, claim_output_file
+from utils.parallel import data_loader
 from utils.training import TrainingError, distributed, pretrained_error, shuffled_loader, unwrap
 
 # The classifier's outputs are the foreground classes 1..C-1 of the dataset's description
@@ -296,7 +297,7 @@ def train(args) -> dict:
               f"'no object here' (all-zero targets)")
     loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     val_set = _val_set(args, meta.num_classes)
-    val_loader = None if val_set is None else DataLoader(
+    val_loader = None if val_set is None else data_loader(
         val_set, batch_size=None, sampler=dist.ShardSampler(len(val_set)), num_workers=args.workers,
         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
 
@@ -448,8 +449,8 @@ def label(args) -> dict:
         print(f"{len(todo)} of {len(dataset)} ids to label into {out_dir}"
               + (f" ({done} already there; --overwrite redoes them)" if done else ""))
     shard = Subset(dataset, todo)
-    loader = DataLoader(shard, batch_size=None, sampler=dist.ShardSampler(len(shard)),
-                        num_workers=args.workers, collate_fn=_as_is, pin_memory=device.type == "cuda")
+    loader = data_loader(shard, batch_size=None, sampler=dist.ShardSampler(len(shard)),
+                         num_workers=args.workers, collate_fn=_as_is, pin_memory=device.type == "cuda")
     stats = torch.zeros(3, dtype=torch.float64)  # pixels, unsure pixels, images
     for s in tqdm(loader, desc="CAM pseudo-labels", unit="img", disable=not main_proc, dynamic_ncols=True):
         lab, _ = pseudo_label_of(model, s, labels[s["id"]], args, device)
@@ -489,8 +490,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     work = train if args.command == "train" else label
     try:
+        hint = "lower --batchsize or --crop_size" if args.command == "train" else "use fewer or smaller --scales"
         return run_main(lambda: work(args), (DatasetError, CheckpointError, TrainingError),
-                        "finished outputs are intact; rerun to continue")
+                        "finished outputs are intact; rerun to continue", memory_hint=hint)
     finally:
         end_run()  # train's --logdir lock, however the run ended
 

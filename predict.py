@@ -3,12 +3,14 @@
     python predict.py --checkpoint_path log/train_r50_deeplabv2/best_checkpoint.pth \\
                       --images photos/ extra.jpg --out predictions --overlay
 
-The same multi-scale sliding-window inference as eval.py (its `predict`, imported; the same
-flags and defaults: --scales --base_size --crop_size --stride_rate --flip --crop_batch --device
---amp, and the architecture flags). Inputs are files and/or folders (a folder: its .jpg .jpeg
-.png .bmp .tif .tiff files, sorted, not recursive, dot-files skipped). Grey (8- or 16-bit),
-RGBA, palette and CMYK images are converted to RGB and the EXIF orientation is applied, so
-every output has the size of the image as displayed.
+The same multi-scale sliding-window inference as eval.py (its `predict_label`, imported: memory
+does not grow with the image beyond the image and its label; the same flags and defaults:
+--scales --base_size --crop_size --stride_rate --flip --crop_batch --device --amp, and the
+architecture flags). Running out of memory is one line naming the image and the settings to
+lower. Inputs are files and/or folders (a folder: its .jpg .jpeg .png .bmp .tif .tiff files,
+sorted, not recursive, dot-files skipped). Grey (8- or 16-bit), RGBA, palette and CMYK images
+are converted to RGB and the EXIF orientation is applied, so every output has the size of the
+image as displayed.
 
 Writes <out>/<stem>.png, the argmax as a palette PNG in the checkpoint's colours (its
 dataset_meta; VOC's for a checkpoint without one), and with --overlay
@@ -34,7 +36,7 @@ import eval as evaluation
 from datasets.meta import VOC_META, DatasetMeta
 from utils import dist
 from utils.checkpoint import CheckpointError
-from utils.cli import run_main
+from utils.cli import is_out_of_memory, naming_out_of_memory, run_main
 from utils.io import save_png, save_rgb_png
 from utils.outputs import claim_output_dir
 
@@ -145,6 +147,8 @@ def read_rgb(path: str) -> np.ndarray:
                 img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
             return np.asarray(img.convert("RGB"))
     except Exception as e:  # Pillow raises many kinds for broken files
+        if is_out_of_memory(e):  # a readable file, too large for this machine
+            raise
         reason = str(e).replace(f" {path!r}", "").replace(path, "the file")  # the path once per line
         raise OSError(f"{path}: cannot read ({e.__class__.__name__}: {reason})") from None
 
@@ -215,19 +219,20 @@ def run(args) -> int:
     bar = tqdm(images.items(), desc="predict", unit="image", dynamic_ncols=True)
     try:
         for stem, path in bar:
-            try:
-                image = read_rgb(path)
-            except OSError as e:
-                failed.append(str(e))
-                bar.set_postfix(unreadable=len(failed))
-                continue
-            probs = evaluation.predict(model, image, args.scales, args.base_size, args.crop_size,
-                                       args.stride_rate, args.flip, args.crop_batch, amp)
-            label = probs.argmax(0).to("cpu", torch.uint8).numpy()
-            pred_path, overlay_path = outputs[stem]
-            save_png(label, pred_path, palette=palette)
-            if overlay_path:
-                save_rgb_png(overlay_picture(image, label, meta), overlay_path)
+            with naming_out_of_memory(path):
+                try:
+                    image = read_rgb(path)
+                except OSError as e:
+                    failed.append(str(e))
+                    bar.set_postfix(unreadable=len(failed))
+                    continue
+                label = evaluation.predict_label(model, image, args.scales, args.base_size, args.crop_size,
+                                                 args.stride_rate, args.flip, args.crop_batch, amp)
+                label = label.to("cpu", torch.uint8).numpy()
+                pred_path, overlay_path = outputs[stem]
+                save_png(label, pred_path, palette=palette)
+                if overlay_path:
+                    save_rgb_png(overlay_picture(image, label, meta), overlay_path)
     finally:  # also when stopped early: the unreadable files met so far are named
         bar.close()
         for message in failed:
@@ -244,7 +249,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     return run_main(lambda: run(args),
                     (UnreadableImages, CheckpointError, FileNotFoundError, ValueError),
-                    f"the predictions written so far are in {args.out}/")
+                    f"the predictions written so far are in {args.out}/", memory_hint=evaluation.MEMORY_HINT)
 
 
 if __name__ == "__main__":

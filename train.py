@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.check import require_dataset
@@ -31,6 +30,7 @@ from utils.engine import Task, add_engine_flags, check_engine_flags, end_run, fi
 from utils.inference import upsample_logits
 from utils.metrics import ConfusionMeter, scores
 from utils.palette import colorize
+from utils.parallel import data_loader
 from utils.training import TrainingError, collate, distributed, pretrained_error, shuffled_loader, unwrap
 
 
@@ -109,9 +109,9 @@ def build_loaders(args, train_fields, device):
                               ValTransform(args.crop_size), num_classes=args.numclasses)
     train_loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     # Persistent workers here too: validation runs every --val_interval epochs (default 1).
-    val_loader = DataLoader(val_set, args.batchsize, sampler=dist.ShardSampler(len(val_set)),
-                            num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate,
-                            persistent_workers=args.workers > 0)
+    val_loader = data_loader(val_set, args.batchsize, sampler=dist.ShardSampler(len(val_set)),
+                             num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate,
+                             persistent_workers=args.workers > 0)
     return train_loader, val_loader
 
 

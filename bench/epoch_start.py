@@ -40,7 +40,6 @@ def child(mode: str, data: str, epochs: int) -> None:
 
     import train
     import utils.engine as engine
-    import utils.training as training
 
     if mode == "restarted":  # the loaders as before: workers started at every epoch's iterator
         plain = torch.utils.data.DataLoader
@@ -48,7 +47,7 @@ def child(mode: str, data: str, epochs: int) -> None:
         def restarted(*a, **kw):
             kw["persistent_workers"] = False
             return plain(*a, **kw)
-        training.DataLoader = train.DataLoader = restarted
+        torch.utils.data.DataLoader = restarted  # what utils.parallel.data_loader builds
 
     epochs_steps: list[list[float]] = []
     waits: list[float] = []

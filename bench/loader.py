@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,6 +37,7 @@ from datasets.scribble import TRAIN_FIELDS, ScribbleDataset  # noqa: E402
 from datasets.transforms import TrainTransform, _to_tensors  # noqa: E402
 import datasets.scribble  # noqa: E402
 from utils.io import read_image, read_image_pillow, save_png  # noqa: E402
+from utils.parallel import data_loader  # noqa: E402
 
 
 # ---------------------------------------------------------------- a ScribbleSup-sized set
@@ -143,8 +143,8 @@ def decode_ms(paths: list[str], read, repeat: int) -> float:
 def images_per_second(dataset, n: int, batch: int, name: str, collate=None) -> float:
     """Images/s over n images, one worker, timed from the first batch (worker start-up excluded)."""
     torch.manual_seed(0)
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=1,
-                        collate_fn=collate, drop_last=True)
+    loader = data_loader(dataset, batch_size=batch, shuffle=True, num_workers=1,
+                         collate_fn=collate, drop_last=True)
     it = iter(loader)
     next(it)
     start, seen = time.perf_counter(), 0

@@ -324,6 +324,40 @@ def test_save_path_under_a_file_and_stale_temps(tmp_path, synthetic_root, capsys
     assert not any(f.exists() for f in left) and all(f.exists() for f in kept)
 
 
+def test_out_of_memory_names_the_image_and_the_settings_and_leaves_no_report(tmp_path, synthetic_root, capsys,
+                                                                              monkeypatch):
+    from test_cli import real_allocation_failures
+    path = our_checkpoint(_model(), tmp_path / "ours.pth")
+    first = read_ids(split_path(synthetic_root, "val"))[0]
+    for e in real_allocation_failures():  # torch's CPU allocator, numpy, OpenCV
+        def fail(*a, **k):
+            raise e
+        monkeypatch.setattr(evaluation, "predict_label", fail)
+        save = str(tmp_path / "run")
+        rc, err = _run(["--checkpoint_path", path, "--dataset_path", synthetic_root, "--save_path", save]
+                       + SMALL, capsys)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+        assert lines[0].startswith(f"error: out of memory on image {first} (could not allocate ")
+        assert lines[0].endswith("); lower --base_size, --scales or --crop_batch")
+        assert not os.path.exists(save + ".txt")
+
+
+def test_labels_are_predict_argmax_and_memory_is_bounded_beyond_small_images(monkeypatch):
+    """predict_label is predict(...).argmax(0) (uint8); an image whose probabilities exceed the
+    bound takes the banded way, with the same labels."""
+    import utils.inference as inference
+    model = prepare_for_inference(_model(num_classes=5))
+    image = np.random.default_rng(0).integers(0, 256, (61, 83, 3), dtype=np.uint8)
+    want = evaluation.predict(model, image, **PROTOCOL).argmax(0)
+    assert torch.equal(evaluation.predict_label(model, image, **PROTOCOL).long(), want)
+    monkeypatch.setattr(inference, "LABEL_WORK_BYTES", 20_000)
+    bands = []
+    monkeypatch.setattr(inference, "_band_means", lambda *a, f=inference._band_means: bands.append(a) or f(*a))
+    got = evaluation.predict_label(model, image, **PROTOCOL)
+    assert bands and got.dtype == torch.uint8 and torch.equal(got.long(), want)
+
+
 def test_scales_that_shrink_the_image_to_nothing_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         evaluation.parse_args(["--checkpoint_path", "x", "--base_size", "80", "--scales", "0.001", "1"])

@@ -1,5 +1,6 @@
-"""Sliding-window, multi-scale inference (SPEC §7) with a tiny stride-8 stand-in network;
-BatchNorm folding (prepare_for_inference) folds the conv -> BN pairs modules declare, no others."""
+"""Sliding-window, multi-scale inference (SPEC §7) with a tiny stride-8 stand-in network; labels
+in bounded memory (multi_scale_label) equal the full-size procedure's; BatchNorm folding
+(prepare_for_inference) folds the conv -> BN pairs modules declare, no others."""
 import math
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.inference import (multi_scale_predict, predict_scale, prepare_for_inference, scaled_size,
-                             sliding_window_windows, upsample_logits)
+import utils.inference as inference
+from utils.inference import (mean_label, multi_scale_label, multi_scale_predict, predict_scale, prepare_for_inference,
+                             scaled_size, sliding_window_windows, upsample_logits)
 
 CROP, STRIDE = 32, math.ceil(32 * 2 / 3)  # 22
 
@@ -170,6 +172,112 @@ def test_bad_input_is_refused():
         predict_scale(model, _image(10, 10), crop=CROP)
     with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
         multi_scale_predict(_net(), torch.randn(2, 3, 10, 10), crop=CROP)
+
+
+# ----------------------------------------------------------------------------- labels in bounded memory
+def _procedure_before_bounded_labels(model, image, scales, base_size, crop, flip=False):
+    """multi_scale_predict(...).argmax as it was written before multi_scale_label existed (a copy:
+    the reference the labels must equal)."""
+    h, w = image.shape[-2:]
+    total, n = None, 0
+    for s in scales:
+        size = scaled_size(h, w, int(base_size * s + 0.5))
+        scaled = F.interpolate(image, size, mode="bilinear", align_corners=False) if size != (h, w) else image
+        for mirrored in ((False, True) if flip else (False,)):
+            p = predict_scale(model, scaled.flip(-1) if mirrored else scaled, crop=crop)
+            p = p.flip(-1) if mirrored else p
+            if tuple(p.shape[-2:]) != (h, w):
+                p = F.interpolate(p, (h, w), mode="bilinear", align_corners=False)
+            total = p if total is None else total + p
+            n += 1
+    return (total / n).argmax(1)[0]
+
+
+# (classes, maps' sizes, output size): up and down in both dimensions, one dimension kept, odd
+# ratios, VOC's (a 512 long side from 500x375 and back), one-pixel maps, 3 classes (torch's
+# kernel rounds 3-channel maps differently from 1-channel ones)
+RESIZES = [(4, [(37, 50), (19, 25)], (75, 100)), (21, [(384, 512), (192, 256)], (375, 500)),
+           (5, [(64, 80), (32, 40), (96, 120)], (64, 80)), (4, [(30, 44)], (30, 97)), (4, [(30, 44)], (71, 44)),
+           (6, [(9, 7), (13, 11)], (50, 41)), (4, [(1, 1), (3, 2)], (17, 9)), (4, [(120, 90)], (33, 29)),
+           (3, [(37, 50), (19, 25)], (75, 100))]
+
+
+def _works(size):
+    """Bounds (bytes) for one band, bands of a few rows, and (small outputs) one row at a time."""
+    return (1 << 30, 5000, 1) if size[0] * size[1] < 20_000 else (1 << 30, 10_000_000)
+
+
+def _maps(classes, sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    maps = []
+    for h, w in sizes:  # views with their padding cut off, as predict_scale returns them
+        padded = torch.softmax(torch.randn(1, classes, h + 6, w + 5, generator=g) * 3, 1)
+        maps.append(padded[..., 2:2 + h, 3:3 + w])
+    return maps
+
+
+@pytest.mark.parametrize("classes, sizes, size", RESIZES)
+def test_bands_average_the_resized_maps_as_the_full_size_sum(classes, sizes, size):
+    maps = _maps(classes, sizes)
+    want = inference._mean_resized(maps, size)
+    for work in _works(size):
+        bands = list(inference._band_means(maps, *size, work))
+        assert [r for _, r, _ in bands][-1] == size[0] and all(b[1] == n[0] for b, n in zip(bands, bands[1:]))
+        got = torch.cat([m for _, _, m in bands], dim=2)
+        torch.testing.assert_close(got, want, atol=2e-7, rtol=0)  # the last bit at most
+
+
+@pytest.mark.parametrize("classes, sizes, size", RESIZES)
+def test_labels_in_bands_are_the_full_size_labels(classes, sizes, size):
+    maps = _maps(classes, sizes, seed=1)
+    for p in maps:
+        p[:, 2] = p[:, 1]  # exact ties: both ways pick the lower class
+    want = inference._mean_resized(maps, size).argmax(1)[0]
+    assert (want == 1).any() and not (want == 2).any()
+    for work in _works(size):  # direct, bands
+        got = mean_label(iter(maps), size, work)
+        assert got.dtype == torch.uint8
+        assert torch.equal(got.long(), want), work
+
+
+@pytest.mark.parametrize("h, w, scales, base, flip", [(37, 50, (0.5, 1.0, 1.5), 48, False),
+                                                        (64, 80, (0.5, 1.0), 80, True),
+                                                        (45, 31, (0.75, 1.25, 2.0), 40, True)])
+def test_multi_scale_label_is_the_procedure_before_it(h, w, scales, base, flip):
+    model, img = _net(), _image(h, w)
+    want = _procedure_before_bounded_labels(model, img, scales, base, CROP, flip)
+    assert torch.equal(multi_scale_predict(model, img, scales, base, CROP, flip=flip).argmax(1)[0], want)
+    for work in (inference.LABEL_WORK_BYTES, 2000, 1):  # direct (the default), bands
+        got = multi_scale_label(model, img, scales, base, CROP, flip=flip, work_bytes=work)
+        assert torch.equal(got.long(), want), work
+
+
+def test_bands_never_hold_a_full_size_map(monkeypatch):
+    """Beyond the network's scaled images, every resized array and every band of the average
+    stays within the bound: no C x H x W array (5 x 300 x 400 floats: 2.4 MB) of the image."""
+    made = []
+    resize, bands = inference._resize, inference._band_means
+
+    def recording_resize(x, size):
+        out = resize(x, size)
+        made.append(("resize", tuple(x.shape), out.numel() * out.element_size()))
+        return out
+
+    def recording_bands(*a):
+        for r0, r1, mean in bands(*a):
+            made.append(("band", (r0, r1), mean.numel() * mean.element_size()))
+            yield r0, r1, mean
+    monkeypatch.setattr(inference, "_resize", recording_resize)
+    monkeypatch.setattr(inference, "_band_means", recording_bands)
+    work = 100_000  # bytes
+    label = multi_scale_label(_net(), _image(300, 400), scales=(0.1, 0.15), base_size=400, crop=CROP,
+                              work_bytes=work)
+    assert label.shape == (300, 400)
+    images = [m for m in made if m[0] == "resize" and m[1][1] == 3]  # the image to 30x40 and 45x60
+    assert [m[2] for m in images] == [3 * 30 * 40 * 4, 3 * 45 * 60 * 4]
+    rest = [m for m in made if m not in images]
+    assert sum(m[0] == "band" for m in rest) > 10  # many bands
+    assert max(m[2] for m in rest) <= work / 4  # a band holds a few such arrays
 
 
 # ----------------------------------------------------------------------------- BatchNorm folding

@@ -165,3 +165,44 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     rgb = predict.read_rgb(path)
     assert rgb.shape == (1, 3, 3) and rgb.dtype == np.uint8
     assert rgb[0, :, 0].tolist() == [0, 128, 255] and (rgb == rgb[..., :1]).all()
+
+
+def test_out_of_memory_names_the_image_and_the_settings(tmp_path, monkeypatch):
+    from test_cli import real_allocation_failures
+    ckpt = _checkpoint(tmp_path / "m.pth")
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(tmp_path / "big.png")
+    for e in real_allocation_failures():  # torch's CPU allocator, numpy, OpenCV
+        def fail(*a, **k):
+            raise e
+        monkeypatch.setattr(evaluation, "predict_label", fail)
+        rc, _, err = _main(["--checkpoint_path", ckpt, "--images", tmp_path / "big.png", "--out", tmp_path / "out",
+                            *SMALL])
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert rc == 1 and "Traceback" not in err and len(lines) == 1, err
+        assert lines[0].startswith(f"error: out of memory on {tmp_path / 'big.png'} (could not allocate ")
+        assert lines[0].endswith("); lower --base_size, --scales or --crop_batch")
+
+
+def test_a_real_allocation_failure_is_one_line(tmp_path):
+    """predict.py in a process whose address space ends 300 MB above what it has mapped: a
+    3000 px working size needs more (torch's CPU allocator fails for real)."""
+    import subprocess
+    import sys
+    ckpt = _checkpoint(tmp_path / "m.pth")
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    limited = """
+import resource, sys
+import predict
+size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (size + 300 * 2**20,) * 2)
+sys.exit(predict.main(sys.argv[1:]))
+"""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = ["--checkpoint_path", ckpt, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+            "--scales", "1", "--base_size", "3000", "--crop_size", "3000", "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-c", limited, *argv], cwd=repo, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repo), timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: out of memory on {tmp_path / 'a.png'} (could not allocate ")
+    assert not os.path.exists(tmp_path / "out" / "a.png")

@@ -13,9 +13,10 @@ optional.
 from __future__ import annotations
 
 import collections
-import multiprocessing as mp
 
 import numpy as np
+
+from utils.parallel import process_pool
 
 CRF_PARAMS = {"iter_max": 10, "pos_w": 3, "pos_xy_std": 1, "bi_w": 4, "bi_xy_std": 67, "bi_rgb_std": 3}
 INSTALL_HINT = ("--crf needs pydensecrf2: pip install pydensecrf2==1.1 "
@@ -71,7 +72,7 @@ class ParallelCRF:
         self.params = dict(CRF_PARAMS, **(params or {}))
         self.max_pending = max_pending or 2 * processes
         # spawn: forking a process that runs torch's thread pools can deadlock the children
-        self._pool = mp.get_context("spawn").Pool(processes)
+        self._pool = process_pool(processes, method="spawn")
         self._pending: collections.deque = collections.deque()
 
     def submit(self, key, image: np.ndarray, probs: np.ndarray) -> None:

@@ -4,8 +4,10 @@ For each scale s the image is resized so its long side is 512*s, padded to at le
 cut into 465x465 windows with stride ceil(465*2/3); the windows go through the network
 `crop_batch` at a time, and the softmax of each window's logits (upsampled to the crop) is
 averaged where windows overlap. Each scale's probabilities are resized back to the original
-size and averaged over scales (and over horizontal flips if asked). eval.py and the demo
-notebook both call `multi_scale_predict`.
+size and averaged over scales (and over horizontal flips if asked). `multi_scale_predict`
+returns those probabilities (the demo notebook, eval.py --crf); `multi_scale_label` returns their
+argmax with memory bounded whatever the image's size (eval.py, predict.py): the same labels,
+computed the same way for any image whose probabilities fit in LABEL_WORK_BYTES.
 
 Resampling conventions, fixed here and shared with the losses (losses/__init__.py):
 - logits -> crop/label size: bilinear, align_corners=True (`upsample_logits`), as the authors'
@@ -20,8 +22,9 @@ authors' evaluate.py did, and uses 0 = the ImageNet mean after normalisation.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +129,20 @@ def scaled_size(h: int, w: int, long_side: int) -> tuple[int, int]:
     return max(1, int(long_side * h / w + 0.5)), long_side
 
 
+def _scale_probabilities(model, image: torch.Tensor, scales: Sequence[float], base_size: int, crop: int,
+                         stride_rate: float, flip: bool, crop_batch: int, amp: bool):
+    """Each scale's class probabilities (1, C, h_s, w_s) at the size the network saw them (a
+    mirrored pass flipped back), in the order multi_scale_predict averages them."""
+    h, w = image.shape[-2:]
+    for s in scales:
+        scaled = _resize(image, scaled_size(h, w, int(base_size * s + 0.5)))
+        for mirrored in ((False, True) if flip else (False,)):
+            inp = scaled.flip(-1) if mirrored else scaled
+            p = predict_scale(model, inp, crop=crop, stride_rate=stride_rate,
+                              crop_batch=crop_batch, amp=amp)
+            yield p.flip(-1) if mirrored else p
+
+
 @torch.inference_mode()
 def multi_scale_predict(model, image: torch.Tensor, scales: Sequence[float] = PAPER_SCALES,
                         base_size: int = 512, crop: int = 465, stride_rate: float = 2 / 3,
@@ -135,26 +152,118 @@ def multi_scale_predict(model, image: torch.Tensor, scales: Sequence[float] = PA
     For each scale s the long side becomes int(base_size * s + 0.5) (round half up; the authors
     used Python's round, which only differs on exact .5 ties, never for 512 * the paper's
     scales), the short side keeps the aspect ratio, rounded the same way. Probabilities are
-    averaged over scales, and over the image and its mirror if `flip`. argmax gives the label.
+    averaged over scales, and over the image and its mirror if `flip`. argmax gives the label;
+    `multi_scale_label` gives the same label without holding C x H x W probabilities.
     """
     _check_input(model, image)
     if not scales:
         raise ValueError("scales is empty")
-    h, w = image.shape[-2:]
-    total = None
-    n = 0
-    for s in scales:
-        scaled = _resize(image, scaled_size(h, w, int(base_size * s + 0.5)))
-        for mirrored in ((False, True) if flip else (False,)):
-            inp = scaled.flip(-1) if mirrored else scaled
-            p = predict_scale(model, inp, crop=crop, stride_rate=stride_rate,
-                              crop_batch=crop_batch, amp=amp)
-            if mirrored:
-                p = p.flip(-1)
-            p = _resize(p, (h, w))
-            total = p if total is None else total + p
-            n += 1
+    maps = _scale_probabilities(model, image, scales, base_size, crop, stride_rate, flip, crop_batch, amp)
+    return _mean_resized(maps, image.shape[-2:])
+
+
+def _mean_resized(maps: Iterable[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+    """The average of `maps` (each (1, C, h_k, w_k)) resized to `size`: (1, C, H, W)."""
+    total, n = None, 0
+    for p in maps:
+        p = _resize(p, size)
+        total = p if total is None else total + p
+        n += 1
     return total / n
+
+
+# ----------------------------------------------------------------------------- labels, bounded memory
+# multi_scale_predict holds C x H x W float32 probabilities at the image's size (84 bytes a pixel
+# for 21 classes, three such arrays at the peak: ~12 GB for a 6000x8000 photo). multi_scale_label
+# keeps each scale's probabilities at the size the network saw them; when the image's would take
+# more than this many bytes, it makes the label a band of rows at a time within about as much:
+LABEL_WORK_BYTES = 256 * 2**20
+
+
+def _linear_weights(n_in: int, n_out: int, device) -> tuple[torch.Tensor, ...]:
+    """Bilinear resampling along one axis as _resize does it (align_corners=False): for each
+    output index its two source indices and their float32 weights (i0, i1, w0, w1), by torch's
+    formula: source = scale * (index + 0.5) - 0.5 with scale = n_in / n_out in float32, rounded
+    once (as torch's compiled kernels compute it, with a fused multiply-add), clamped at 0."""
+    scale = (torch.tensor(float(n_in)) / n_out).double()  # the float32 quotient
+    # exact in float64, then rounded once to float32
+    src = (scale * (torch.arange(n_out, dtype=torch.float64) + 0.5) - 0.5).float().clamp(min=0)
+    i0 = src.long()  # src >= 0: truncation is floor
+    i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+    w1 = (src - i0).clamp(0, 1)
+    return i0.to(device), i1.to(device), (1 - w1).to(device), w1.to(device)
+
+
+def _band_means(maps: list[torch.Tensor], height: int, width: int, work_bytes: int):
+    """Yield (r0, r1, the average of `maps` resized to (height, width), rows r0:r1), in bands of
+    rows that take about `work_bytes` each.
+
+    For each map, the source rows a band needs are resized along the width (_resize, the height
+    kept: each row's own blend of two columns), then blended along the height with _resize's
+    weights (_linear_weights) as torch's kernel does: w0 * row0 + (w1 * row1), fused. That is
+    _resize's arithmetic where torch's kernel fuses the multiply-add (bit-identical on the CPU of
+    bench/results/inference_memory.txt); where it does not (it depends on the build and on the
+    tensors' shapes), a value may differ in its last bit (~1e-7), which moves a label only where
+    two classes tie to that precision.
+    """
+    classes = maps[0].shape[1]
+    # per band row: a map's source rows (ratio + 1 at most), the two rows gathered, a product,
+    # the blend, the running sum, the mean: float32, classes x width each
+    ratio = max(math.ceil(p.shape[-2] / height) for p in maps)
+    rows = max(1, work_bytes // (4 * classes * width * (ratio + 7)))
+    weights = [_linear_weights(p.shape[-2], height, p.device) for p in maps]
+    for r0 in range(0, height, rows):
+        r1 = min(r0 + rows, height)
+        total = None
+        for p, (i0, i1, w0, w1) in zip(maps, weights):  # in the order of the direct sum
+            i0, i1, w0, w1 = i0[r0:r1], i1[r0:r1], w0[r0:r1, None], w1[r0:r1, None]
+            a, b = int(i0[0]), int(i1[-1]) + 1
+            src = _resize(p[:, :, a:b], (b - a, width))  # the band's source rows, width resized
+            term = torch.addcmul(src[:, :, i1 - a] * w1, src[:, :, i0 - a], w0)
+            total = term if total is None else total + term
+        yield r0, r1, total / len(maps)
+
+
+def mean_label(maps: Iterable[torch.Tensor], size: Sequence[int], work_bytes: int | None = None) -> torch.Tensor:
+    """argmax over classes (ties to the lowest) of the average of `maps` (each (1, C, h_k, w_k))
+    resized to `size` (H, W), as uint8 (int64 beyond 256 classes).
+
+    When the full-size average fits in `work_bytes` (its peak: three C x H x W float32 sums and
+    the argmax) it is computed just so, a map at a time: (sum_k _resize(map_k) / n).argmax, the
+    exact labels of multi_scale_predict. Beyond, the maps are kept and the labels made in bands
+    of rows within about `work_bytes` (_band_means), whatever the size. None: LABEL_WORK_BYTES.
+    """
+    work_bytes = LABEL_WORK_BYTES if work_bytes is None else work_bytes
+    height, width = int(size[0]), int(size[1])
+    maps = iter(maps)
+    first = next(maps)
+    classes = first.shape[1]
+    dtype = torch.uint8 if classes <= 256 else torch.int64
+    if (12 * classes + 8) * height * width <= work_bytes:
+        return _mean_resized(itertools.chain([first], maps), (height, width)).argmax(1)[0].to(dtype)
+    label = torch.empty((height, width), dtype=dtype, device=first.device)
+    for r0, r1, mean in _band_means([first, *maps], height, width, work_bytes):
+        label[r0:r1] = mean.argmax(1)[0]
+    return label
+
+
+@torch.inference_mode()
+def multi_scale_label(model, image: torch.Tensor, scales: Sequence[float] = PAPER_SCALES,
+                      base_size: int = 512, crop: int = 465, stride_rate: float = 2 / 3,
+                      flip: bool = False, crop_batch: int = 8, amp: bool = False,
+                      work_bytes: int | None = None) -> torch.Tensor:
+    """The label (H, W) of multi_scale_predict(...).argmax(1)[0] without its C x H x W
+    probabilities: memory beyond the image and its label is each scale's probabilities at the
+    size the network saw them (bounded by base_size * max(scales)) plus about `work_bytes`,
+    however large the image. Exactly multi_scale_predict's labels when its probabilities fit in
+    `work_bytes` (every VOC image, with the default); beyond, see mean_label. uint8 (int64
+    beyond 256 classes).
+    """
+    _check_input(model, image)
+    if not scales:
+        raise ValueError("scales is empty")
+    maps = _scale_probabilities(model, image, scales, base_size, crop, stride_rate, flip, crop_batch, amp)
+    return mean_label(maps, image.shape[-2:], work_bytes)
 
 
 # ----------------------------------------------------------------------------- model preparation

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from utils import dist
+from utils.parallel import data_loader
 
 LAST, BEST = "last_checkpoint.pth", "best_checkpoint.pth"
 
@@ -127,9 +128,9 @@ def shuffled_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, 
     shift the global stream (dropout) in a resumed run but not in the uninterrupted one."""
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(),
                                  shuffle=True, seed=seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size, sampler=EpochKeys(sampler, seed), num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate,
-                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+    loader = data_loader(dataset, batch_size, sampler=EpochKeys(sampler, seed), num_workers=workers,
+                         pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate,
+                         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
     if len(loader) == 0:
         raise TrainingError(f"{len(dataset)} training ids give no full batch of {batch_size} "
                             f"per process (x{dist.world_size()}): lower --batchsize")
