@@ -293,7 +293,7 @@ def _nccl_child() -> None:
     losses_no_fg = [train_step(task, scaler, no_fg)[0]["total"] for _ in range(3)]
 
     # Every collective helper with CPU and CUDA tensors; the raw CPU call shows NCCL refusing.
-    from make_pseudo_labels import label_summary
+    from stage1.labeller import label_summary
     from utils import dist
     from utils.metrics import ConfusionMeter
     from utils.training import check_weights_in_sync

@@ -113,7 +113,7 @@ def _helpers(rank, world, root):
     import torch.distributed as tdist
 
     from datasets.score_labels import score_labels
-    from make_pseudo_labels import label_summary
+    from stage1.labeller import label_summary
     from utils import dist
     from utils.metrics import ConfusionMeter
     from utils.training import TrainingError, check_weights_in_sync

@@ -26,6 +26,7 @@ from datasets.layout import DatasetError, read_ids, split_path
 from datasets.meta import VOC_META
 from models import build_model
 from models.cam import build_cam_net
+from stage1.classifier import CAMTask
 from utils.outputs import LOCK, MARK, RunLock, claim_output_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +80,7 @@ def world(tmp_path_factory, synthetic_root):
                 "kind": "segmentation", "args": {"model_type": "deeplabv2", "layers": 18, "numclasses": 21}},
                seg)
     cam = tmp / "cam_log" / "last_checkpoint.pth"  # in the classifier's log folder, as train leaves it
-    claim_output_dir(str(cam.parent), mpl.CAMTask.tool).claim(["last_checkpoint.pth"])
+    claim_output_dir(str(cam.parent), CAMTask.tool).claim(["last_checkpoint.pth"])
     torch.save({"state_dict": build_cam_net(18, 20, None, 8).state_dict(), "epoch": 1, "kind": "cam_classifier",
                 "args": {"layers": 18, "output_stride": 8, "logdir": str(cam.parent)},
                 "dataset_meta": VOC_META.to_dict()}, cam)
