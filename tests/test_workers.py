@@ -120,8 +120,11 @@ def test_label_dataloader_workers_die_with_make_pseudo_labels(tmp_path, make_syn
     from models.cam import build_cam_net
     root = make_synthetic(train=6, val=2, size=(128, 160))
     meta = load_meta(str(root))
+    from stage1.classifier import CAMTask
+    from utils.outputs import claim_output_dir
     torch.manual_seed(0)
-    ckpt = tmp_path / "cam.pth"
+    ckpt = tmp_path / "camlog" / "last_checkpoint.pth"  # in a classifier's log folder: label writes beside it
+    claim_output_dir(str(ckpt.parent), CAMTask.tool).claim([ckpt.name])
     torch.save({"kind": "cam_classifier", "dataset_meta": meta.to_dict(), "epoch": 1,
                 "args": {"layers": 18, "output_stride": 8},
                 "state_dict": build_cam_net(18, meta.num_classes - 1, None, 8).state_dict()}, ckpt)
