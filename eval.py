@@ -18,6 +18,13 @@ and <save_path>/UNFINISHED.txt says its predictions may mix with an earlier run'
 replaces only its own reports: it refuses a save path inside the dataset root, or whose .txt
 is not one of its reports.
 
+The window and scale default to the checkpoint's training (`resolve_sizes`): --crop_size its
+training crop and --base_size each image's own long side (scale 1 = the size training saw at
+scale 1); for a checkpoint without training args (the authors') the paper's 512 / 465. A
+dataset.yaml naming `metrics` adds the field's per-case Dice / HD95 / ASSD (whole volumes with a
+volume index: datasets.volumes), scored from the written predictions: <save_path>/cases.csv,
+the summary in metrics.json and the report.
+
 The flag names are the authors'; the architecture comes from the flags, else the checkpoint's
 saved args, else its keys (the authors' files), so `--checkpoint_path` alone usually suffices.
 The authors' released `last_checkpoint.pth` loads as is (also `module.`-prefixed), with
@@ -42,25 +49,28 @@ from tqdm import tqdm
 
 from datasets.check import require_dataset
 from datasets.layout import IGNORE_INDEX, DatasetError
-from datasets.meta import (VOC_META, DatasetMeta, MetaError, load_meta, meta_of_checkpoint,
-                           require_same_classes, resolve_num_classes)
+from datasets.meta import (IMAGENET_MEAN, IMAGENET_STD, VOC_META, DatasetMeta, MetaError, load_meta,
+                           meta_of_checkpoint, require_same_classes, resolve_num_classes)
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import ValTransform, denormalize
+from datasets.volumes import cases_of, score_cases
 from models import MODEL_TYPES, build_model
 from models.arch import architecture_hint, resolve_architecture
 from utils import dist
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from utils.cli import run_main
 from utils.inference import PAPER_SCALES, multi_scale_predict, prepare_for_inference
-from utils.io import (atomic_path, check_output_dir, prepare_output_dir, remove_stale_temps, save_png,
-                      save_rgb_png)
+from utils.io import (atomic_path, check_output_dir, prepare_output_dir, read_label, remove_stale_temps,
+                      save_png, save_rgb_png)
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
+from utils.training import single
 
 # The authors' model names: their `_lorm` variants are the same networks plus the training-only
 # LoRM, which is built whenever the checkpoint holds its weights.
 MODEL_ALIASES = {"deeplabv2_lorm": "deeplabv2", "deeplabv3p_lorm": "deeplabv3p"}
-REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png")
+REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png", "cases.csv")
+PAPER_BASE_SIZE, PAPER_CROP_SIZE = 512, 465  # SPEC §7, for checkpoints without training args
 # Present in <save_path>/ while a run writes it: a killed run's folder says it may mix runs.
 UNFINISHED = "UNFINISHED.txt"
 REPORT_HEAD = " * IOU_All "  # how our <save_path>.txt starts (authors_report)
@@ -99,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no_check", action="store_true", help="skip the start-up dataset check")
     # protocol (SPEC §7)
     a("--scales", type=float, nargs="+", default=list(PAPER_SCALES))
-    a("--base_size", type=int, default=512, help="long side at scale 1")
-    a("--crop_size", type=int, default=465)
+    a("--base_size", type=int, default=None,
+      help="long side at scale 1 (default: each image's own for our checkpoints; 512 for the authors')")
+    a("--crop_size", type=int, default=None,
+      help="sliding window (default: the checkpoint's training --crop_size; 465 for the authors')")
     a("--stride_rate", type=fraction, default=2 / 3, help="window stride / crop size, e.g. 2/3")
     a("--flip", action="store_true", help="also average the mirrored image (not in the paper)")
     a("--crf", action="store_true", help="DenseCRF refinement (pydensecrf2; not in the paper)")
@@ -118,19 +130,41 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
-    for name in ("crop_size", "base_size", "crop_batch"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
-    if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
-        p.error(f"--scales must be positive, got {args.scales}")
-    empty = [s for s in args.scales if int(args.base_size * s + 0.5) < 1]  # the long side, as inference
-    if empty:
-        p.error(f"--scales {' '.join(map(str, empty))} with --base_size {args.base_size} resize the "
-                f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
+    check_inference_flags(p, args)
     if args.workers < 0:
         p.error("--workers must be >= 0")
     args.save_path = os.path.normpath(args.save_path)
     return args
+
+
+def check_inference_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks of the inference flags eval.py and predict.py share."""
+    for name in ("crop_size", "base_size", "crop_batch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
+        p.error(f"--scales must be positive, got {args.scales}")
+    empty = [s for s in args.scales if args.base_size and int(args.base_size * s + 0.5) < 1]  # as inference
+    if empty:
+        p.error(f"--scales {' '.join(map(str, empty))} with --base_size {args.base_size} resize the "
+                f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
+
+
+def resolve_sizes(args: argparse.Namespace, info: dict) -> str:
+    """Fill --crop_size / --base_size left unset from the checkpoint (load_model_from_checkpoint's
+    info): its training --crop_size and each image's own long side (None), or, for a checkpoint
+    without training args (the authors'), the paper's 465 / 512. Returns where they came from."""
+    trained = info["args"].get("crop_size")
+    said = []
+    if args.crop_size is None:
+        args.crop_size = int(trained) if trained else PAPER_CROP_SIZE
+        said.append(f"--crop_size {args.crop_size} ({'its training crop' if trained else 'the paper'})")
+    if args.base_size is None and not trained:
+        args.base_size = PAPER_BASE_SIZE
+        said.append(f"--base_size {PAPER_BASE_SIZE} (the paper)")
+    elif args.base_size is None:
+        said.append("--base_size: each image's own long side")
+    return "; ".join(said)
 
 
 # ----------------------------------------------------------------------------- model
@@ -176,28 +210,30 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
                    "dataset_meta": meta}
 
 
-def _as_input(image, device) -> torch.Tensor:
+def _as_input(image, device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """(1, 3, H, W) normalised float tensor from a normalised (3,H,W)/(1,3,H,W) tensor or an
-    HxWx3 uint8 RGB array (normalised exactly as the dataset does)."""
+    HxWx3 uint8 RGB array (normalised exactly as the dataset does, with `mean` / `std`)."""
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-        image = ValTransform(None)({"image": image})["image"]
+        image = ValTransform(None, mean, std)({"image": image})["image"]
     if image.dim() == 3:
         image = image[None]
     return image.to(device, torch.float32, non_blocking=True)
 
 
-def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
+def predict(model, image, scales=PAPER_SCALES, base_size: int | None = 512, crop_size: int = 465,
             stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
-            amp: bool = False) -> torch.Tensor:
+            amp: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Class probabilities (C, H, W) of one image at its original size, by SPEC §7's protocol.
 
-    `image`: HxWx3 uint8 RGB (numpy) or a normalised (3, H, W) tensor; argmax(0) is the label.
+    `image`: HxWx3 uint8 RGB (numpy, normalised here with `mean` / `std`) or a normalised
+    (3, H, W) tensor; argmax(0) is the label. base_size None: the image's own long side.
     """
     device = next(model.parameters()).device
-    probs = multi_scale_predict(model, _as_input(image, device), scales=tuple(scales),
-                                base_size=base_size, crop=crop_size, stride_rate=stride_rate,
+    x = _as_input(image, device, mean, std)
+    probs = multi_scale_predict(model, x, scales=tuple(scales),
+                                base_size=base_size or max(x.shape[-2:]), crop=crop_size, stride_rate=stride_rate,
                                 flip=flip, crop_batch=crop_batch, amp=amp)
     return probs[0]
 
@@ -262,7 +298,8 @@ def begin_report(save_path: str) -> None:
                 "a run finishes.\n")
 
 
-def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, class_names) -> None:
+def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, class_names,
+                 case_text: str = "") -> None:
     """metrics.json and the pictures first, the .txt last: its presence means "finished"."""
     metrics = {"miou": s["miou"], "pixel_acc": s["pixel_acc"], "mean_acc": s["mean_acc"],
                "iou": dict(zip(class_names, s["iou"])), "confusion_matrix": conf.tolist(),
@@ -280,17 +317,12 @@ def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, cla
     plot_iou_bars(s, class_names, os.path.join(args.save_path, "iou_per_class.png"))
     plot_confusion(conf, class_names, os.path.join(args.save_path, "confusion_matrix.png"))
     with atomic_path(args.save_path + ".txt") as tmp, open(tmp, "w") as f:
-        f.write(authors_report(s) + "\n" + format_report(s, class_names))
+        f.write(authors_report(s) + "\n" + format_report(s, class_names) + case_text)
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(args.save_path, UNFINISHED))
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _single(batch: list) -> dict:
-    # Images differ in size: one sample per step, not collated.
-    return batch[0]
-
-
 def evaluate(args) -> dict:
     try:
         device = dist.init_distributed(args.device)
@@ -314,23 +346,26 @@ def evaluate(args) -> dict:
     else:
         require_same_classes(meta, data_meta, args.checkpoint_path)
     class_names = list(meta.classes)
+    sizes = resolve_sizes(args, info)
+    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders,
+                              ValTransform(None, meta.mean, meta.std), num_classes=num_classes)
+    # the field's per-case scores when the dataset asks for them; a partial volume fails now
+    cases = cases_of(args.dataset_path, dataset.ids, data_meta) if data_meta.metrics else None
     crf = None
     if args.crf:
         from utils.crf import ParallelCRF  # lazy: pydensecrf2 is optional
         crf = ParallelCRF(processes=max(1, args.workers))
     if main_proc:
         arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
-        print(f"model: {arch}; epoch {info['epoch']}")
+        print(f"model: {arch}; epoch {info['epoch']}" + (f"; {sizes}" if sizes else ""))
     if main_proc:
         prepare_output_dir(args.save_path, "--save_path")
         remove_stale_temps(os.path.dirname(os.path.abspath(args.save_path)), args.save_path + ".txt")
         begin_report(args.save_path)
     dist.barrier()  # the others write there only once the stale temp files are gone
 
-    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
-                              num_classes=num_classes)
     loader = DataLoader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
-                        num_workers=args.workers, collate_fn=_single,
+                        num_workers=args.workers, collate_fn=single,
                         pin_memory=device.type == "cuda")
     meter = ConfusionMeter(num_classes, IGNORE_INDEX, device=device)
     meter_raw = ConfusionMeter(num_classes, IGNORE_INDEX, device=device) if crf else None
@@ -351,7 +386,7 @@ def evaluate(args) -> dict:
             mask = sample["mask"].to(device, non_blocking=True)
             probs = predict(model, sample["image"], args.scales, args.base_size, args.crop_size,
                             args.stride_rate, args.flip, args.crop_batch, amp)
-            image = denormalize(sample["image"]) if (args.overlay or crf) else None
+            image = denormalize(sample["image"], meta.mean, meta.std) if (args.overlay or crf) else None
             if crf is None:
                 finish(sample["id"], image, mask, probs.argmax(0))
             else:  # the CRF of this image runs in a worker while the network takes the next one
@@ -374,9 +409,17 @@ def evaluate(args) -> dict:
     if meter_raw is not None:
         meter_raw.all_reduce()
         extra["without_crf"] = {k: v for k, v in scores(meter_raw.conf).items() if k in ("miou", "pixel_acc")}
+    case_text = ""
+    if main_proc and cases is not None:  # every rank's predictions are written (all_reduce above)
+        layout = dataset.layout
+        table = score_cases(cases, lambda i: (read_label(os.path.join(args.save_path, f"{i}.png")),
+                                              read_label(layout.path("mask", i))), data_meta, progress=True)
+        table.write_csv(os.path.join(args.save_path, "cases.csv"))
+        extra["cases"] = table.summary()
+        case_text = "\n" + table.report(extra["cases"])
     if main_proc:
-        write_report(args, meter.conf, s, info, extra, class_names)
-        print(authors_report(s) + "\n" + format_report(s, class_names), end="")
+        write_report(args, meter.conf, s, info, extra, class_names, case_text)
+        print(authors_report(s) + "\n" + format_report(s, class_names) + case_text, end="")
         print(f"predictions in {args.save_path}/, report in {args.save_path}.txt")
     return s
 

@@ -6,6 +6,9 @@ metrics, the same code as eval.py: utils.metrics).
 NAME is a folder under root (<root>/<NAME>/<id>.png) or a path. For every id of the split
 (default train: pseudo-labels exist for train), <NAME>/<id>.png is compared with
 <root>/SegmentationClassAug/<id>.png: mIoU, per-class IoU / precision / recall, pixel accuracy.
+When the dataset.yaml names `metrics` (Dice, HD95, ASSD: utils.metrics), they are added per case
+-- whole volumes when the dataset has a volume index (datasets.volumes), else per image -- with
+mean ± std over cases; `--csv FILE` writes the per-case table.
 
 Ground-truth 255 is ignored. A 255 in the scored labels means "unlabelled": those pixels are
 SCORED AS BACKGROUND (class 0), the usual way BMP / AFA / SEAM pseudo-labels are compared, and
@@ -27,6 +30,7 @@ from tqdm import tqdm
 from datasets.layout import (CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout,
                              check_label_values, read_ids, split_path)
 from datasets.meta import load_meta
+from datasets.volumes import cases_of, score_cases
 from utils.io import atomic_path, read_label
 from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct
 
@@ -79,21 +83,23 @@ class LabelScorer:
 
 
 def score_labels(root: str, labels: str, split: str = "train", mask_folder: str | None = None,
-                 num_classes: int | None = None, progress: bool = False) -> dict:
+                 num_classes: int | None = None, progress: bool = False, csv_path: str | None = None) -> dict:
     """Scores of the label folder `labels` (name under root, or a path) against the masks.
 
     Returns utils.metrics.scores(...) (fractions) plus "images", "unlabelled_fraction" (GT
-    pixels, 255 excluded, that the labels leave 255) and "confusion" (C x C list). Labels'
-    255 pixels are scored as background. num_classes defaults to the root's description.
-    Raises DatasetError naming the file at fault.
+    pixels, 255 excluded, that the labels leave 255) and "confusion" (C x C list), and, when the
+    description names `metrics`, "cases": utils.metrics.CaseTable.summary() (the per-case table
+    also written to `csv_path`). Labels' 255 pixels are scored as background. num_classes
+    defaults to the root's description. Raises DatasetError naming the file at fault.
     """
     folder = labels_folder(root, labels)
     layout = Layout(root, {"mask": mask_folder})
-    num_classes = layout.meta.num_classes if num_classes is None else num_classes
+    meta = layout.meta
+    num_classes = meta.num_classes if num_classes is None else num_classes
     ids = list(dict.fromkeys(read_ids(split_path(root, split))))
     scorer = LabelScorer(num_classes)
-    for id_ in tqdm(ids, desc=f"scoring {os.path.basename(os.path.normpath(folder))}", unit="img",
-                    disable=not progress):
+
+    def read(id_):
         path = os.path.join(folder, id_ + ".png")
         mask_path = layout.path("mask", id_)
         lab, gt = _read(path, num_classes), _read(mask_path, num_classes)
@@ -101,7 +107,22 @@ def score_labels(root: str, labels: str, split: str = "train", mask_folder: str 
             raise DatasetError(f"{path}: size {lab.shape[1]}x{lab.shape[0]} (WxH) differs from its mask"
                                f" {mask_path} ({gt.shape[1]}x{gt.shape[0]})")
         scorer.add(lab, gt)
-    return scorer.scores()
+        return np.where(lab == IGNORE_INDEX, 0, lab), gt  # unlabelled -> background, as scorer.add
+
+    name = os.path.basename(os.path.normpath(folder))
+    if meta.metrics:
+        table = score_cases(cases_of(root, ids, meta), read, meta, progress)
+        if csv_path:
+            table.write_csv(csv_path)
+    else:
+        table = None
+        for id_ in tqdm(ids, desc=f"scoring {name}", unit="img", disable=not progress):
+            read(id_)
+    out = scorer.scores()
+    if table is not None:
+        out["cases"] = table.summary()
+        out["case_report"] = table.report(out["cases"])
+    return out
 
 
 def report(s: dict, class_names=CLASSES) -> str:
@@ -123,15 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="train", help="train, val, or an id-list .txt path")
     ap.add_argument("--mask", default=None, help="ground-truth folder under root (default SegmentationClassAug)")
     ap.add_argument("--json", default=None, help="also write the scores (fractions) as JSON here")
+    ap.add_argument("--csv", default=None, help="also write the per-case scores here (datasets with `metrics`)")
     args = ap.parse_args(argv)
     try:
         classes = load_meta(args.root).classes
-        s = score_labels(args.root, args.labels, args.split, args.mask, progress=True)
+        s = score_labels(args.root, args.labels, args.split, args.mask, progress=True, csv_path=args.csv)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.labels} vs ground truth, split {args.split}, {s['images']} images")
     print(report(s, classes), end="")
+    if "case_report" in s:
+        print(s.pop("case_report"), end="")
     if args.json:
         data = {"labels": args.labels, "split": args.split, "note": UNLABELLED_NOTE,
                 "classes": list(classes), **s}
