@@ -37,7 +37,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))
-from ablation import WEIGHTS, machine, paired, run, save, summary  # noqa: E402  (one copy of the statistics)
+from ablation import WEIGHTS, machine, paired, pending, run, save, summary  # noqa: E402  (one copy of the statistics)
 
 VARIANTS = ["a", "b", "c", "d"]
 LABELS = {"a": "(a) pCE (scribbles only)", "b": "(b) + pseudo CE (random walker)",
@@ -285,9 +285,7 @@ def main(argv=None) -> None:
         if "pseudo_labels" not in doc:
             doc["pseudo_labels"] = prepare(a.data, a.workers)
             save(doc, a.json)
-        done = {(r["variant"], r["seed"]) for r in doc["runs"]}
-        todo = [(v, s) for s in range(a.first_seed, a.first_seed + a.seeds) for v in a.variants
-                if (v, s) not in done]  # seed-major: a partial sweep is still paired
+        todo = pending(doc["runs"], a.first_seed, a.seeds, a.variants)
         from tqdm import tqdm
         for v, s in tqdm(todo, desc="acdc runs", unit="run"):
             r = one_run(v, s, out, a.data, epochs, train, evaluate)

@@ -57,7 +57,7 @@ from tqdm import tqdm
 from datasets.layout import DEFAULT_FOLDERS, IGNORE_INDEX, SPLIT_DIR
 from datasets.meta import META_FILE, DatasetError, DatasetMeta, MetaError
 from datasets.volumes import VOLUME_INDEX, write_index
-from utils.io import OutputError, atomic_path, save_png
+from utils.io import OutputError, atomic_path, report_failures, save_png
 from utils.outputs import claim_output_dir
 
 TOOL = "import_volumes"
@@ -516,12 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['cases']} case(s), {result['slices']} slices in {args.out}: fold {args.fold} of {args.folds}: "
           f"train {len(s['train'])} / val {len(s['val'])} slices; volume index {VOLUME_INDEX} "
           f"(spacing {'from the headers, mm' if result['spacing'] else 'unknown: distances in voxels'})")
-    if result["failed"]:
-        print(f"error: {len(result['failed'])} case(s) not imported (the others are):", file=sys.stderr)
-        for msg in result["failed"]:
-            print(f"  {msg}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(result["failed"], "case(s) not imported (the others are)")
 
 
 if __name__ == "__main__":

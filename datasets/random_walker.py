@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.layout import IGNORE_INDEX, DatasetError, Layout, check_label_values, read_ids, split_path
-from utils.io import OutputError, read_image, read_label, save_png
+from utils.io import OutputError, read_image, read_label, report_failures, save_png
 from utils.outputs import claim_output_dir
 from utils.parallel import parallel_map
 
@@ -156,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if failures:
-        print(f"error: {len(failures)} image(s) could not be labelled:", file=sys.stderr)
-        for msg in failures:
-            print(f"  {msg}", file=sys.stderr)
+    if report_failures(failures, "image(s) could not be labelled"):
         return 1
     print(f"pseudo-labels in {folder}/")
     layout = Layout(args.root)
