@@ -22,6 +22,13 @@ writes only what it owns (docs/outputs.md), checked before any work: <save_path>
 it made (or an empty one), never inside the dataset root, and a <save_path>.txt that is not
 one of its reports is never replaced.
 
+The window and scale default to the checkpoint's training (`resolve_sizes`): --crop_size its
+training crop and --base_size each image's own long side (scale 1 = the size training saw at
+scale 1); for a checkpoint without training args (the authors') the paper's 512 / 465. A
+dataset.yaml naming `metrics` adds the field's per-case Dice / HD95 / ASSD (whole volumes with a
+volume index: datasets.volumes), scored from the written predictions: <save_path>/cases.csv,
+the summary in metrics.json and the report.
+
 The flag names are the authors'; the architecture comes from the flags, else the checkpoint's
 saved args, else its keys (the authors' files), so `--checkpoint_path` alone usually suffices.
 The authors' released `last_checkpoint.pth` loads as is (also `module.`-prefixed), with
@@ -45,10 +52,11 @@ from tqdm import tqdm
 
 from datasets.check import require_dataset
 from datasets.layout import IGNORE_INDEX, DatasetError, Layout, read_ids, split_path
-from datasets.meta import (VOC_META, DatasetMeta, MetaError, load_meta, meta_of_checkpoint,
-                           require_same_classes, resolve_num_classes)
+from datasets.meta import (IMAGENET_MEAN, IMAGENET_STD, VOC_META, DatasetMeta, MetaError, load_meta,
+                           meta_of_checkpoint, require_same_classes, resolve_num_classes)
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import ValTransform, denormalize
+from datasets.volumes import cases_of, score_cases
 from models import MODEL_TYPES, build_model
 from models.arch import architecture_hint, resolve_architecture
 from utils import dist
@@ -56,16 +64,18 @@ from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weight
 from utils.cli import naming_out_of_memory, run_main
 from utils.device import DEVICE_HELP, device_flag
 from utils.inference import PAPER_SCALES, multi_scale_label, multi_scale_predict, prepare_for_inference
-from utils.io import OutputError, atomic_path, remove_stale_temps, save_png, save_rgb_png
+from utils.io import OutputError, atomic_path, read_label, remove_stale_temps, save_png, save_rgb_png
 from utils.metrics import (ConfusionMeter, format_report, nan_to_none, plot_confusion, plot_iou_bars,
                            scores)
 from utils.outputs import OutputDir, claim_output_dir, claim_output_file
 from utils.parallel import data_loader
+from utils.training import single
 
 # The authors' model names: their `_lorm` variants are the same networks plus the training-only
 # LoRM, which is built whenever the checkpoint holds its weights.
 MODEL_ALIASES = {"deeplabv2_lorm": "deeplabv2", "deeplabv3p_lorm": "deeplabv3p"}
-REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png")
+REPORT_FILES = ("metrics.json", "iou_per_class.png", "confusion_matrix.png", "cases.csv")
+PAPER_BASE_SIZE, PAPER_CROP_SIZE = 512, 465  # SPEC §7, for checkpoints without training args
 # Present in <save_path>/ while a run writes it: a killed run's folder says it may mix runs.
 UNFINISHED = "UNFINISHED.txt"
 REPORT_HEAD = " * IOU_All "  # how our <save_path>.txt starts (authors_report)
@@ -107,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no_check", action="store_true", help="skip the start-up dataset check")
     # protocol (SPEC §7)
     a("--scales", type=float, nargs="+", default=list(PAPER_SCALES))
-    a("--base_size", type=int, default=512, help="long side at scale 1")
-    a("--crop_size", type=int, default=465)
+    a("--base_size", type=int, default=None,
+      help="long side at scale 1 (default: each image's own for our checkpoints; 512 for the authors')")
+    a("--crop_size", type=int, default=None,
+      help="sliding window (default: the checkpoint's training --crop_size; 465 for the authors')")
     a("--stride_rate", type=fraction, default=2 / 3, help="window stride / crop size, e.g. 2/3")
     a("--flip", action="store_true", help="also average the mirrored image (not in the paper)")
     a("--crf", action="store_true", help="DenseCRF refinement (pydensecrf2; not in the paper)")
@@ -126,15 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
-    for name in ("crop_size", "base_size", "crop_batch"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
-    if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
-        p.error(f"--scales must be positive, got {args.scales}")
-    empty = [s for s in args.scales if int(args.base_size * s + 0.5) < 1]  # the long side, as inference
-    if empty:
-        p.error(f"--scales {' '.join(map(str, empty))} with --base_size {args.base_size} resize the "
-                f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
+    check_inference_flags(p, args)
     if args.workers < 0:
         p.error("--workers must be >= 0")
     given = args.save_path
@@ -143,6 +147,36 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--save_path {given!r}: name a folder of its own (predictions go into it, the report "
                 f"beside it as <save_path>.txt)")
     return args
+
+
+def check_inference_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks of the inference flags eval.py and predict.py share."""
+    for name in ("crop_size", "base_size", "crop_batch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
+        p.error(f"--scales must be positive, got {args.scales}")
+    empty = [s for s in args.scales if args.base_size and int(args.base_size * s + 0.5) < 1]  # as inference
+    if empty:
+        p.error(f"--scales {' '.join(map(str, empty))} with --base_size {args.base_size} resize the "
+                f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
+
+
+def resolve_sizes(args: argparse.Namespace, info: dict) -> str:
+    """Fill --crop_size / --base_size left unset from the checkpoint (load_model_from_checkpoint's
+    info): its training --crop_size and each image's own long side (None), or, for a checkpoint
+    without training args (the authors'), the paper's 465 / 512. Returns where they came from."""
+    trained = info["args"].get("crop_size")
+    said = []
+    if args.crop_size is None:
+        args.crop_size = int(trained) if trained else PAPER_CROP_SIZE
+        said.append(f"--crop_size {args.crop_size} ({'its training crop' if trained else 'the paper'})")
+    if args.base_size is None and not trained:
+        args.base_size = PAPER_BASE_SIZE
+        said.append(f"--base_size {PAPER_BASE_SIZE} (the paper)")
+    elif args.base_size is None:
+        said.append("--base_size: each image's own long side")
+    return "; ".join(said)
 
 
 # ----------------------------------------------------------------------------- model
@@ -189,43 +223,46 @@ def load_model_from_checkpoint(path: str, model_type: str | None = None, layers:
                    "dataset_meta": meta}
 
 
-def _as_input(image, device) -> torch.Tensor:
+def _as_input(image, device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """(1, 3, H, W) normalised float tensor from a normalised (3,H,W)/(1,3,H,W) tensor or an
-    HxWx3 uint8 RGB array (normalised exactly as the dataset does)."""
+    HxWx3 uint8 RGB array (normalised exactly as the dataset does, with `mean` / `std`)."""
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-        image = ValTransform(None)({"image": image})["image"]
+        image = ValTransform(None, mean, std)({"image": image})["image"]
     if image.dim() == 3:
         image = image[None]
     return image.to(device, torch.float32, non_blocking=True)
 
 
-def _protocol(inference, model, image, scales, base_size, crop_size, stride_rate, flip, crop_batch, amp):
+def _protocol(inference, model, image, scales, base_size, crop_size, stride_rate, flip, crop_batch, amp,
+              mean, std):
     device = next(model.parameters()).device
-    return inference(model, _as_input(image, device), scales=tuple(scales), base_size=base_size,
+    x = _as_input(image, device, mean, std)
+    return inference(model, x, scales=tuple(scales), base_size=base_size or max(x.shape[-2:]),
                      crop=crop_size, stride_rate=stride_rate, flip=flip, crop_batch=crop_batch, amp=amp)
 
 
-def predict(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
+def predict(model, image, scales=PAPER_SCALES, base_size: int | None = 512, crop_size: int = 465,
             stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
-            amp: bool = False) -> torch.Tensor:
+            amp: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Class probabilities (C, H, W) of one image at its original size, by SPEC §7's protocol.
 
-    `image`: HxWx3 uint8 RGB (numpy) or a normalised (3, H, W) tensor; argmax(0) is the label
-    (predict_label gives it without holding C x H x W floats).
+    `image`: HxWx3 uint8 RGB (numpy, normalised here with `mean` / `std`) or a normalised
+    (3, H, W) tensor; argmax(0) is the label (predict_label gives it without holding C x H x W
+    floats). base_size None: the image's own long side.
     """
     return _protocol(multi_scale_predict, model, image, scales, base_size, crop_size, stride_rate,
-                     flip, crop_batch, amp)[0]
+                     flip, crop_batch, amp, mean, std)[0]
 
 
-def predict_label(model, image, scales=PAPER_SCALES, base_size: int = 512, crop_size: int = 465,
+def predict_label(model, image, scales=PAPER_SCALES, base_size: int | None = 512, crop_size: int = 465,
                   stride_rate: float = 2 / 3, flip: bool = False, crop_batch: int = 8,
-                  amp: bool = False) -> torch.Tensor:
+                  amp: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """predict(...).argmax(0) as (H, W) uint8, in memory bounded whatever the image's size
     (utils.inference.multi_scale_label)."""
     return _protocol(multi_scale_label, model, image, scales, base_size, crop_size, stride_rate,
-                     flip, crop_batch, amp)
+                     flip, crop_batch, amp, mean, std)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -292,7 +329,8 @@ def begin_report(out: OutputDir, save_path: str) -> None:
                 "a run finishes.\n")
 
 
-def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, class_names) -> None:
+def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, class_names,
+                 case_text: str = "") -> None:
     """metrics.json and the pictures first, the .txt last: its presence means "finished"."""
     metrics = {"miou": s["miou"], "pixel_acc": s["pixel_acc"], "mean_acc": s["mean_acc"],
                "iou": dict(zip(class_names, s["iou"])), "confusion_matrix": conf.tolist(),
@@ -310,17 +348,12 @@ def write_report(args, conf: torch.Tensor, s: dict, info: dict, extra: dict, cla
     plot_iou_bars(s, class_names, os.path.join(args.save_path, "iou_per_class.png"))
     plot_confusion(conf, class_names, os.path.join(args.save_path, "confusion_matrix.png"))
     with atomic_path(args.save_path + ".txt") as tmp, open(tmp, "w") as f:
-        f.write(authors_report(s) + "\n" + format_report(s, class_names))
+        f.write(authors_report(s) + "\n" + format_report(s, class_names) + case_text)
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(args.save_path, UNFINISHED))
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _single(batch: list) -> dict:
-    # Images differ in size: one sample per step, not collated.
-    return batch[0]
-
-
 def evaluate(args) -> dict:
     try:
         device = dist.init_distributed(args.device)
@@ -346,13 +379,18 @@ def evaluate(args) -> dict:
     else:
         require_same_classes(meta, data_meta, args.checkpoint_path)
     class_names = list(meta.classes)
+    sizes = resolve_sizes(args, info)
+    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders,
+                              ValTransform(None, meta.mean, meta.std), num_classes=num_classes)
+    # the field's per-case scores when the dataset asks for them; a partial volume fails now
+    cases = cases_of(args.dataset_path, dataset.ids, data_meta) if data_meta.metrics else None
     crf = None
     if args.crf:
         from utils.crf import ParallelCRF  # lazy: pydensecrf2 is optional
         crf = ParallelCRF(processes=max(1, args.workers))
     if main_proc:
         arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
-        print(f"model: {arch}; epoch {info['epoch']}")
+        print(f"model: {arch}; epoch {info['epoch']}" + (f"; {sizes}" if sizes else ""))
     if main_proc:
         out = claim_save_path(args, ids, inputs, create=True)
         remove_stale_temps(os.path.dirname(os.path.abspath(args.save_path)), args.save_path + ".txt")
@@ -361,10 +399,8 @@ def evaluate(args) -> dict:
     if not main_proc:  # they write only names rank 0 claimed
         out = claim_output_dir(args.save_path, EVAL_TOOL, "--save_path", create=False)
 
-    dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "mask"), folders, ValTransform(None),
-                              num_classes=num_classes)
     loader = data_loader(dataset, batch_size=1, sampler=dist.ShardSampler(len(dataset)),
-                         num_workers=args.workers, collate_fn=_single,
+                         num_workers=args.workers, collate_fn=single,
                          pin_memory=device.type == "cuda")
     meter = ConfusionMeter(num_classes, IGNORE_INDEX, device=device)
     meter_raw = ConfusionMeter(num_classes, IGNORE_INDEX, device=device) if crf else None
@@ -386,8 +422,8 @@ def evaluate(args) -> dict:
             infer = predict if crf else predict_label  # the label alone: bounded memory
             with naming_out_of_memory(f"image {sample['id']}"):
                 pred = infer(model, sample["image"], args.scales, args.base_size, args.crop_size,
-                             args.stride_rate, args.flip, args.crop_batch, amp)
-            image = denormalize(sample["image"]) if (args.overlay or crf) else None
+                             args.stride_rate, args.flip, args.crop_batch, amp, meta.mean, meta.std)
+            image = denormalize(sample["image"], meta.mean, meta.std) if (args.overlay or crf) else None
             if crf is None:
                 finish(sample["id"], image, mask, pred)
             else:  # the CRF of this image runs in a worker while the network takes the next one
@@ -411,9 +447,17 @@ def evaluate(args) -> dict:
     if meter_raw is not None:
         meter_raw.all_reduce()
         extra["without_crf"] = {k: v for k, v in scores(meter_raw.conf).items() if k in ("miou", "pixel_acc")}
+    case_text = ""
+    if main_proc and cases is not None:  # every rank's predictions are written (all_reduce above)
+        layout = dataset.layout
+        table = score_cases(cases, lambda i: (read_label(out.path(f"{i}.png")),
+                                              read_label(layout.path("mask", i))), data_meta, progress=True)
+        table.write_csv(out.path("cases.csv"))
+        extra["cases"] = table.summary()
+        case_text = "\n" + table.report(extra["cases"])
     if main_proc:
-        write_report(args, meter.conf, s, info, extra, class_names)
-        print(authors_report(s) + "\n" + format_report(s, class_names), end="")
+        write_report(args, meter.conf, s, info, extra, class_names, case_text)
+        print(authors_report(s) + "\n" + format_report(s, class_names) + case_text, end="")
         print(f"predictions in {args.save_path}/, report in {args.save_path}.txt")
     return s
 

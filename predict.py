@@ -75,16 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
-    # The same checks as eval.parse_args (which does not expose them separately).
-    for name in ("crop_size", "base_size", "crop_batch"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
-    if any(not (s > 0 and math.isfinite(s)) for s in args.scales):
-        p.error(f"--scales must be positive, got {args.scales}")
-    empty = [s for s in args.scales if int(args.base_size * s + 0.5) < 1]
-    if empty:
-        p.error(f"--scales {' '.join(map(str, empty))} with --base_size {args.base_size} resize the "
-                f"image's long side to 0 px (the smallest usable scale is {0.5 / args.base_size:.4g})")
+    evaluation.check_inference_flags(p, args)  # the same checks as eval.py's
     args.out = os.path.normpath(args.out)
     return args
 
@@ -210,8 +201,9 @@ def run(args) -> int:
                                                         args.numclasses, device, args.trust_checkpoint)
     meta = class_meta(args.checkpoint_path, info)
     palette = meta.palette_array()
+    sizes = evaluation.resolve_sizes(args, info)  # eval.py's defaults: the checkpoint's training sizes
     arch = ", ".join(f"{k}={v} ({info['source'][k]})" for k, v in info["arch"].items())
-    print(f"model: {arch}; epoch {info['epoch']}")
+    print(f"model: {arch}; epoch {info['epoch']}" + (f"; {sizes}" if sizes else ""))
     print(f"classes ({meta.source}): {', '.join(meta.classes)}")
     outputs = claim_outputs(args, images, create=True)
 
@@ -227,7 +219,8 @@ def run(args) -> int:
                     bar.set_postfix(unreadable=len(failed))
                     continue
                 label = evaluation.predict_label(model, image, args.scales, args.base_size, args.crop_size,
-                                                 args.stride_rate, args.flip, args.crop_batch, amp)
+                                                 args.stride_rate, args.flip, args.crop_batch, amp,
+                                                 meta.mean, meta.std)
                 label = label.to("cpu", torch.uint8).numpy()
                 pred_path, overlay_path = outputs[stem]
                 save_png(label, pred_path, palette=palette)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from datasets.check import require_dataset
 from datasets.layout import FIELDS, DatasetError, Layout
-from datasets.meta import load_meta, resolve_num_classes
+from datasets.meta import IMAGENET_MEAN, IMAGENET_STD, load_meta, resolve_num_classes
 from datasets.scribble import ScribbleDataset
 from datasets.transforms import TrainTransform, ValTransform, denormalize
 from losses import CDSPLoss
@@ -27,11 +27,11 @@ from utils import dist
 from utils.checkpoint import CheckpointError
 from utils.cli import run_main
 from utils.engine import Task, add_engine_flags, check_engine_flags, end_run, fit, start_run
-from utils.inference import upsample_logits
+from utils.inference import multi_scale_predict, upsample_logits
 from utils.metrics import ConfusionMeter, scores
 from utils.palette import colorize
 from utils.parallel import data_loader
-from utils.training import TrainingError, collate, distributed, pretrained_error, shuffled_loader, unwrap
+from utils.training import TrainingError, distributed, pretrained_error, shuffled_loader, single, unwrap
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -102,15 +102,19 @@ def folders(args) -> dict:
             "dist_c": args.distancemap_c, "scribble": args.scribble_path}
 
 
-def build_loaders(args, train_fields, device):
+def build_loaders(args, train_fields, device, meta=None):
+    """Training crops (SPEC §6) and whole validation images (one per step: sizes differ), both
+    normalised with the dataset's mean / std (dataset.yaml; ImageNet's by default)."""
+    meta = meta or load_meta(args.dataset_path)
     train_set = ScribbleDataset(args.dataset_path, args.train_path, train_fields, folders(args),
-                                TrainTransform(args.crop_size), num_classes=args.numclasses)
+                                TrainTransform(args.crop_size, mean=meta.mean, std=meta.std),
+                                num_classes=args.numclasses)
     val_set = ScribbleDataset(args.dataset_path, args.val_path, ("image", "mask"), folders(args),
-                              ValTransform(args.crop_size), num_classes=args.numclasses)
+                              ValTransform(None, meta.mean, meta.std), num_classes=args.numclasses)
     train_loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
     # Persistent workers here too: validation runs every --val_interval epochs (default 1).
-    val_loader = data_loader(val_set, args.batchsize, sampler=dist.ShardSampler(len(val_set)),
-                             num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=collate,
+    val_loader = data_loader(val_set, 1, sampler=dist.ShardSampler(len(val_set)),
+                             num_workers=args.workers, pin_memory=device.type == "cuda", collate_fn=single,
                              persistent_workers=args.workers > 0)
     return train_loader, val_loader
 
@@ -148,27 +152,29 @@ def train_fields(criterion: CDSPLoss, model) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- validation
 @torch.inference_mode()
-def validate(model, loader, device, num_classes, amp_dtype, progress) -> dict:
-    """SPEC §7 training-time validation: single scale, centre crop, mIoU vs the full masks."""
+def validate(model, loader, device, num_classes, amp_dtype, progress, crop_size: int = 465) -> dict:
+    """Training-time validation, scored as eval.py scores: each whole image at its own size (one
+    scale), a crop_size sliding window (stride 2/3), mIoU vs the full masks. (The authors scored
+    a centre crop, which on small or off-centre structures says little about the whole image.)"""
     model.eval()
     meter = ConfusionMeter(num_classes, device=device)
-    for batch in tqdm(loader, desc="val", leave=False, disable=not progress):
-        image = batch["image"].to(device, non_blocking=True)
-        mask = batch["mask"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(image)["out"]
-        meter.update(upsample_logits(logits.float(), mask.shape[-2:]).argmax(1), mask)
+    for sample in tqdm(loader, desc="val", leave=False, disable=not progress):
+        image = sample["image"][None].to(device, non_blocking=True)
+        mask = sample["mask"].to(device, non_blocking=True)
+        probs = multi_scale_predict(model, image, scales=(1.0,), base_size=max(image.shape[-2:]),
+                                    crop=crop_size, amp=amp_dtype is not None)
+        meter.update(probs[0].argmax(0), mask)
     meter.all_reduce()  # every image scored once (ShardSampler), counts summed over ranks
     model.train()
     return scores(meter.conf)
 
 
-def sample_grid(batch, out, n: int = 4) -> np.ndarray:
+def sample_grid(batch, out, n: int = 4, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """Rows of image | scribble | pseudo-label | prediction (VOC colours), HxWx3 uint8."""
     pred = upsample_logits(out["out"][:n].detach().float(), batch["image"].shape[-2:]).argmax(1).cpu()
     rows = []
     for i in range(min(n, len(pred))):
-        cols = [denormalize(batch["image"][i])]
+        cols = [denormalize(batch["image"][i], mean, std)]
         for k in ("scribble", "pseudo"):
             if k in batch:
                 cols.append(colorize(batch[k][i].numpy()))
@@ -187,9 +193,11 @@ class SegmentationTask(Task):
     resume_hint = "resume with the same --model_type/--layers/--l_lorm as the run that wrote it"
 
     def __init__(self, model, optimizer, device, amp_dtype, criterion: CDSPLoss, val_loader=None,
-                 num_classes: int = 21):
+                 num_classes: int = 21, crop_size: int = 465, meta=None):
         super().__init__(model, optimizer, device, amp_dtype)
         self.criterion, self.val_loader, self.num_classes = criterion, val_loader, num_classes
+        self.crop_size = crop_size
+        self.norm = (meta.mean, meta.std) if meta is not None else (IMAGENET_MEAN, IMAGENET_STD)
         self.targets = tuple(f for f in criterion.required_fields() if f != "image")
         self.inputs = unwrap(model).training_inputs
 
@@ -206,11 +214,11 @@ class SegmentationTask(Task):
         if self.val_loader is None:
             return None
         s = validate(self.model, self.val_loader, self.device, self.num_classes, self.amp_dtype,
-                     dist.is_main())
+                     dist.is_main(), self.crop_size)
         return 100 * s["miou"], {"val/mIoU": 100 * s["miou"], "val/pixel_acc": 100 * s["pixel_acc"]}
 
     def picture(self, batch, outputs):
-        return sample_grid(batch, outputs)
+        return sample_grid(batch, outputs, mean=self.norm[0], std=self.norm[1])
 
 
 # ----------------------------------------------------------------------------- main
@@ -243,9 +251,10 @@ def train(args) -> dict:
         require_dataset(args.dataset_path, splits=(args.train_path, args.val_path),
                         folders=folders(args), num_classes=args.numclasses, deep=False,
                         fields_by_split={args.train_path: fields, args.val_path: ("image", "mask")})
-    train_loader, val_loader = build_loaders(args, fields, device)
+    train_loader, val_loader = build_loaders(args, fields, device, meta)
     model, optimizer = ready(model, args, device)
-    task = SegmentationTask(model, optimizer, device, amp_dtype, criterion, val_loader, args.numclasses)
+    task = SegmentationTask(model, optimizer, device, amp_dtype, criterion, val_loader, args.numclasses,
+                            args.crop_size, meta)
     task.checkpoint_extra = {"kind": task.kind, "dataset_meta": meta.to_dict()}  # inference then needs no dataset
     run_args = vars(args) | {"world_size": dist.world_size()}
     result = fit(task, train_loader, args, run_args, {"train_fields": list(fields)})

@@ -99,6 +99,12 @@ def paired(hi: dict[int, float], lo: dict[int, float]) -> dict | None:
             "favour_first": sum(x > 0 for x in d), "favour_second": sum(x < 0 for x in d)}
 
 
+def pending(runs: list[dict], first_seed: int, seeds: int, variants) -> list[tuple[str, int]]:
+    """(variant, seed) pairs not yet in `runs`, seed-major: a partial sweep is still paired."""
+    done = {(r["variant"], r["seed"]) for r in runs}
+    return [(v, s) for s in range(first_seed, first_seed + seeds) for v in variants if (v, s) not in done]
+
+
 def by_variant(runs: list[dict], key: str = "miou_last") -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for r in runs:
@@ -285,9 +291,7 @@ def main() -> None:
         out = os.path.abspath(a.out)
         data = os.path.join(out, "data")
         run(["-m", "datasets.synthetic", "--out", data, "--seed", str(a.data_seed)])
-        done = {(r["variant"], r["seed"]) for r in doc["runs"]}
-        todo = [(v, s) for s in range(a.first_seed, a.first_seed + a.seeds) for v in a.variants
-                if (v, s) not in done]  # seed-major: a partial sweep is still paired
+        todo = pending(doc["runs"], a.first_seed, a.seeds, a.variants)
         backbone = None
         if any(STAGE1 in VARIANTS[v][1] for v, _ in todo):
             backbone = stage1_backbone(out, data)

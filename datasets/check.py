@@ -2,6 +2,7 @@
 
     python -m datasets.check --root VOC2012 [--pseudo NAME] [--split train|val|all] [--quick]
                              [--numclasses N]   (--num-classes N also accepted)
+                             [--l_seg W --l_pseudo W --l_ds W --l_dc W --l_lorm W]
 
 For every id of a split list, every file the split needs exists and has the image's size
 (header read only). The deep check (default; --quick skips it) also decodes every file and
@@ -11,7 +12,10 @@ the CLI prints the first ones and counts per kind, and exits 1 if there are any.
 
 Fields per split, unless the caller says otherwise: train -> image, scribble, dist_s, dist_c
 (+ pseudo when a pseudo-label folder is named); val -> image, mask. Any split not named
-"val" is treated as a training split.
+"val" is treated as a training split. Given any of train.py's loss weights (the others default
+to train.py's 1), the train split is checked for exactly what that run reads
+(`training_fields`): e.g. `--l_pseudo 0 --l_ds 0 --l_dc 0 --l_lorm 0` (pCE alone) needs only
+the images and scribbles.
 """
 from __future__ import annotations
 
@@ -46,6 +50,16 @@ def default_fields(split: str, pseudo: bool = False) -> tuple[str, ...]:
     if os.path.splitext(os.path.basename(split))[0] == "val":
         return ("image", "mask")
     return ("image", "scribble", "dist_s", "dist_c") + (("pseudo",) if pseudo else ())
+
+
+def training_fields(l_seg: float = 1.0, l_pseudo: float = 1.0, l_ds: float = 1.0, l_dc: float = 1.0,
+                    l_lorm: float = 1.0) -> tuple[str, ...]:
+    """The fields train.py reads with these loss weights: the non-zero loss terms' fields
+    (CDSPLoss.required_fields) and, with LoRM, the model's own input (the pseudo-label)."""
+    from losses import CDSPLoss
+    from models import LORM_INPUTS
+    need = set(CDSPLoss(l_seg, l_pseudo, l_ds, l_dc, l_lorm).required_fields()) | set(LORM_INPUTS if l_lorm else ())
+    return tuple(f for f in FIELDS if f in need)
 
 
 def _hw(hw: tuple[int, int]) -> str:
@@ -201,11 +215,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="label values must be 0..N-1 or 255 (default: the classes of <root>/dataset.yaml, "
                          f"else {NUM_CLASSES}; as train.py's --numclasses)")
     ap.add_argument("--max-shown", type=int, default=20, help="problems listed (all are counted)")
+    weights = ("l_seg", "l_pseudo", "l_ds", "l_dc", "l_lorm")
+    for w in weights:  # train.py's loss weights: check what that run reads
+        ap.add_argument(f"--{w}", *(["--l_pesudo"] if w == "l_pseudo" else []), dest=w, type=float, default=None,
+                        help=f"train.py's {w} (default 1 once any weight is given): check only what it reads")
     args = ap.parse_args(argv)
     splits = ("train", "val") if args.split == "all" else (args.split,)
     folders = {f: getattr(args, f) for f in ("scribble", "dist_s", "dist_c", "mask") if getattr(args, f)}
+    by_split = None
+    if any(getattr(args, w) is not None for w in weights):
+        given = {w: 1.0 if getattr(args, w) is None else getattr(args, w) for w in weights}
+        try:
+            fields = training_fields(**given)
+        except ValueError as e:  # every weight 0
+            ap.error(str(e))
+        if "pseudo" in fields and not args.pseudo:
+            ap.error("--pseudo_path is required when --l_pseudo or --l_lorm is non-zero (as in train.py)")
+        by_split = {s: fields for s in splits if s != "val"}
     report = check_dataset(args.root, splits, pseudo=args.pseudo, folders=folders, num_classes=args.num_classes,
-                           deep=not args.quick, progress=True)
+                           deep=not args.quick, fields_by_split=by_split, progress=True)
     print(report.summary(args.max_shown), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
 

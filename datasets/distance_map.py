@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.io import read_label, save_png
+from utils.io import read_label, report_failures, save_png
 from utils.outputs import claim_output_dir
 from utils.parallel import parallel_map
 
@@ -250,12 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if failures:
-        print(f"error: {len(failures)} file(s) could not be converted:", file=sys.stderr)
-        for msg in failures:
-            print(f"  {msg}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failures, "file(s) could not be converted")
 
 
 if __name__ == "__main__":

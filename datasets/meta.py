@@ -7,6 +7,10 @@ suffix, where the id lists are. Read from an optional `<root>/dataset.yaml`:
     ignore_index: 255      # the only value supported (every tool ignores 255)
     image_suffix: .png
     splits_dir: ImageSets/SegmentationAug
+    mean: [0.485, 0.456, 0.406]   # RGB, 0..1 scale: what every transform normalises with
+    std: [0.229, 0.224, 0.225]    # (default ImageNet's, which the pretrained backbones expect)
+    metrics: [dice, hd95, assd]   # per-case scores eval.py / score_labels add to mIoU (utils.metrics)
+    volumes: volumes.csv          # a volume index: cases are whole volumes (datasets.volumes)
 
 Every key but `classes` is optional; without the file the VOC / ScribbleSup values apply
 (`VOC_META`). Checkpoints store `to_dict()` under "dataset_meta", so inference needs no dataset.
@@ -30,7 +34,11 @@ VOC_CLASSES = (
     "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
     "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-_KEYS = ("classes", "palette", "background", "ignore_index", "image_suffix", "splits_dir")
+_KEYS = ("classes", "palette", "background", "ignore_index", "image_suffix", "splits_dir", "mean", "std",
+         "metrics", "volumes")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # RGB, 0..1 scale: the default normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CASE_METRICS = ("dice", "hd95", "assd")  # what `metrics` may name (utils.metrics.case_scores)
 
 
 class DatasetError(RuntimeError):
@@ -51,6 +59,10 @@ class DatasetMeta:
     ignore_index: int = 255
     image_suffix: str = ".jpg"
     splits_dir: str = os.path.join("ImageSets", "SegmentationAug")
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    metrics: tuple[str, ...] = ()     # per-case metrics besides mIoU (CASE_METRICS)
+    volumes: str | None = None        # the volume index, relative to the root
     source: str = "VOC defaults"  # where it was read from, for messages
 
     @property
@@ -76,6 +88,7 @@ class DatasetMeta:
         d = asdict(self)
         d.pop("source")
         d["classes"], d["palette"] = list(self.classes), [list(c) for c in self.palette]
+        d["mean"], d["std"], d["metrics"] = list(self.mean), list(self.std), list(self.metrics)
         return d
 
     @classmethod
@@ -122,8 +135,16 @@ class DatasetMeta:
         splits = d.get("splits_dir", os.path.join("ImageSets", "SegmentationAug"))
         if not isinstance(splits, str) or not splits or os.path.isabs(splits):
             raise MetaError(f"{source}: 'splits_dir' must be a folder relative to the root, got {splits!r}")
+        mean, std = (_triple(d.get(k, default), k, source, positive=k == "std")
+                     for k, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)))
+        metrics = d.get("metrics") or []
+        if not isinstance(metrics, (list, tuple)) or not all(m in CASE_METRICS for m in metrics):
+            raise MetaError(f"{source}: 'metrics' must list some of {', '.join(CASE_METRICS)}, got {metrics!r}")
+        volumes = d.get("volumes")
+        if volumes is not None and (not isinstance(volumes, str) or not volumes or os.path.isabs(volumes)):
+            raise MetaError(f"{source}: 'volumes' must be a file relative to the root, got {volumes!r}")
         return cls(tuple(classes), tuple(tuple(int(v) for v in c) for c in palette), background, ignore,
-                   suffix, splits, source)
+                   suffix, splits, mean, std, tuple(dict.fromkeys(metrics)), volumes, source)
 
     def require_background(self, what: str) -> None:
         """MetaError unless the set has a background class (LoRM, D_c and the CAM stage need one)."""
@@ -132,6 +153,17 @@ class DatasetMeta:
                             f"by {what}. Options: add a background class at index 0, or train "
                             f"with partial CE and pseudo CE only (--l_lorm 0 --l_ds 0 --l_dc 0, "
                             f"pseudo-labels from elsewhere)")
+
+
+def _triple(value, key: str, source: str, positive: bool) -> tuple[float, float, float]:
+    """mean / std: one number per RGB channel on the 0..1 scale (a grey set repeats its value)."""
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and (v > 0 if positive else 0 <= v <= 1)
+        for v in value)
+    if not ok:
+        raise MetaError(f"{source}: '{key}' must be three numbers (R, G, B) on the 0..1 scale"
+                        f"{', each > 0' if positive else ''}, got {value!r}")
+    return tuple(float(v) for v in value)
 
 
 VOC_META = DatasetMeta(VOC_CLASSES, tuple(tuple(int(v) for v in c) for c in voc_palette(len(VOC_CLASSES))))

@@ -6,6 +6,9 @@ metrics, the same code as eval.py: utils.metrics).
 NAME is a folder under root (<root>/<NAME>/<id>.png) or a path. For every id of the split
 (default train: pseudo-labels exist for train), <NAME>/<id>.png is compared with
 <root>/SegmentationClassAug/<id>.png: mIoU, per-class IoU / precision / recall, pixel accuracy.
+When the dataset.yaml names `metrics` (Dice, HD95, ASSD: utils.metrics), they are added per case
+-- whole volumes when the dataset has a volume index (datasets.volumes), else per image -- with
+mean ± std over cases; `--csv FILE` writes the per-case table.
 
 Ground-truth 255 is ignored. A 255 in the scored labels means "unlabelled": those pixels are
 SCORED AS BACKGROUND (class 0), the usual way BMP / AFA / SEAM pseudo-labels are compared, and
@@ -29,9 +32,10 @@ from tqdm import tqdm
 from datasets.layout import (CLASSES, IGNORE_INDEX, NUM_CLASSES, DatasetError, Layout,
                              check_label_values, read_ids, split_path)
 from datasets.meta import load_meta
+from datasets.volumes import cases_of, score_cases
 from utils import dist
 from utils.io import OutputError, atomic_path, read_label
-from utils.metrics import ConfusionMeter, format_report, nan_to_none, pct
+from utils.metrics import CASES_CSV_HEAD, ConfusionMeter, format_report, nan_to_none, pct
 from utils.outputs import claim_output_file, json_of
 
 UNLABELLED_NOTE = "labels' 255 (unlabelled) pixels are scored as background"
@@ -91,24 +95,26 @@ class LabelScorer:
 
 
 def score_labels(root: str, labels: str, split: str = "train", mask_folder: str | None = None,
-                 num_classes: int | None = None, progress: bool = False, sharded: bool = False) -> dict:
+                 num_classes: int | None = None, progress: bool = False, csv_path: str | None = None,
+                 sharded: bool = False) -> dict:
     """Scores of the label folder `labels` (name under root, or a path) against the masks.
 
     Returns utils.metrics.scores(...) (fractions) plus "images", "unlabelled_fraction" (GT
-    pixels, 255 excluded, that the labels leave 255) and "confusion" (C x C list). Labels'
-    255 pixels are scored as background. num_classes defaults to the root's description.
-    Raises DatasetError naming the file at fault. `sharded` (under torchrun, every rank calls
-    it): each rank scores its share of the ids and the counts are summed over the ranks.
+    pixels, 255 excluded, that the labels leave 255) and "confusion" (C x C list), and, when the
+    description names `metrics`, "cases": utils.metrics.CaseTable.summary() (the per-case table
+    also written to `csv_path`). Labels' 255 pixels are scored as background. num_classes
+    defaults to the root's description. Raises DatasetError naming the file at fault. `sharded`
+    (under torchrun, every rank calls it): each rank scores its share of the ids (of the cases,
+    with per-case metrics), and the counts and case rows of every rank are combined.
     """
     folder = labels_folder(root, labels)
     layout = Layout(root, {"mask": mask_folder})
-    num_classes = layout.meta.num_classes if num_classes is None else num_classes
+    meta = layout.meta
+    num_classes = meta.num_classes if num_classes is None else num_classes
     ids = list(dict.fromkeys(read_ids(split_path(root, split))))
-    if sharded:
-        ids = ids[dist.rank()::dist.world_size()]
     scorer = LabelScorer(num_classes)
-    for id_ in tqdm(ids, desc=f"scoring {os.path.basename(os.path.normpath(folder))}", unit="img",
-                    disable=not progress):
+
+    def read(id_):
         path = os.path.join(folder, id_ + ".png")
         mask_path = layout.path("mask", id_)
         lab, gt = _read(path, num_classes), _read(mask_path, num_classes)
@@ -116,9 +122,30 @@ def score_labels(root: str, labels: str, split: str = "train", mask_folder: str 
             raise DatasetError(f"{path}: size {lab.shape[1]}x{lab.shape[0]} (WxH) differs from its mask"
                                f" {mask_path} ({gt.shape[1]}x{gt.shape[0]})")
         scorer.add(lab, gt)
+        return np.where(lab == IGNORE_INDEX, 0, lab), gt  # unlabelled -> background, as scorer.add
+
+    name = os.path.basename(os.path.normpath(folder))
+    if meta.metrics:
+        cases = cases_of(root, ids, meta)
+        table = score_cases(cases[dist.rank()::dist.world_size()] if sharded else cases, read, meta, progress)
+        if sharded:  # every rank's case rows, in the split's case order
+            order = {c.name: i for i, c in enumerate(cases)}
+            table.rows = sorted((r for rows in dist.all_gather_object(table.rows) for r in rows),
+                                key=lambda r: order[r[0]])
+        if csv_path:
+            table.write_csv(csv_path)
+    else:
+        table = None
+        for id_ in tqdm(ids[dist.rank()::dist.world_size()] if sharded else ids, desc=f"scoring {name}",
+                        unit="img", disable=not progress):
+            read(id_)
     if sharded:
         scorer.all_reduce()
-    return scorer.scores()
+    out = scorer.scores()
+    if table is not None:
+        out["cases"] = table.summary()
+        out["case_report"] = table.report(out["cases"])
+    return out
 
 
 def report(s: dict, class_names=CLASSES) -> str:
@@ -140,15 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="train", help="train, val, or an id-list .txt path")
     ap.add_argument("--mask", default=None, help="ground-truth folder under root (default SegmentationClassAug)")
     ap.add_argument("--json", default=None, help="also write the scores (fractions) as JSON here")
+    ap.add_argument("--csv", default=None, help="also write the per-case scores here (datasets with `metrics`)")
     args = ap.parse_args(argv)
     try:
         classes = load_meta(args.root).classes
-        if args.json:  # before any work: a folder, an input, a file we did not write are refused
-            inputs = [labels_folder(args.root, args.labels), *Layout(args.root, {"mask": args.mask}).input_folders()]
+        # before any work: a folder, an input, a file we did not write are refused
+        inputs = [labels_folder(args.root, args.labels), *Layout(args.root, {"mask": args.mask}).input_folders()]
+        if args.json:
             claim_output_file(args.json, TOOL, "--json", is_scores_file, inputs)
-        s = score_labels(args.root, args.labels, args.split, args.mask, progress=True)
+        if args.csv:
+            claim_output_file(args.csv, TOOL, "--csv", is_cases_file, inputs)
+        s = score_labels(args.root, args.labels, args.split, args.mask, progress=True, csv_path=args.csv)
         print(f"{args.labels} vs ground truth, split {args.split}, {s['images']} images")
         print(report(s, classes), end="")
+        if "case_report" in s:
+            print(s.pop("case_report"), end="")
         if args.json:
             data = {"labels": args.labels, "split": args.split, "note": UNLABELLED_NOTE,
                     "classes": list(classes), **s}
@@ -159,6 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def is_cases_file(path: str) -> bool:
+    """Whether `path` is a per-case CSV of ours (utils.metrics.CaseTable.write_csv)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith(CASES_CSV_HEAD)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def is_scores_file(path: str) -> bool:

@@ -33,9 +33,7 @@ import numpy as np
 import torch
 
 from datasets.layout import IGNORE_INDEX, LABEL_FIELDS, MAP_FIELDS
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)   # RGB, 0..1 scale
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from datasets.meta import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (the defaults; a dataset.yaml may give its own)
 
 
 def _pad_value(name: str, mean255: np.ndarray):

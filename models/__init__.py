@@ -26,6 +26,7 @@ from models.resnet import DEPTHS, DilatedResNet
 
 MODEL_TYPES = ("deeplabv2", "deeplabv3p")
 LAYERS = tuple(sorted(DEPTHS))
+LORM_INPUTS = ("pseudo",)  # what LoRM reads in training besides the image (its foreground mask, SPEC §4)
 
 __all__ = ["MODEL_TYPES", "LAYERS", "DeepLab", "build_model", "LoRM",
            "foreground_mask", "lorm_reference", "DilatedResNet"]
@@ -52,7 +53,7 @@ class DeepLab(DilatedResNet):
     @property
     def training_inputs(self) -> tuple[str, ...]:
         """Batch fields forward() takes besides the image in training: the pseudo-label for LoRM."""
-        return ("pseudo",) if self.layer_camatt is not None else ()
+        return LORM_INPUTS if self.layer_camatt is not None else ()
 
     def drop_lorm(self) -> None:
         """Remove LoRM (call after loading a checkpoint that has it): it only adds a training

@@ -18,7 +18,7 @@ DATA=${DATA:-dataset/ScribbleSup/VOC2012}
 SAVE_PATH=${SAVE_PATH:-emlc_r50_deeplabv2}
 NPROC=${NPROC:-1}
 # Extra arguments come last, so they win over these.
-set -- --layers 50 --model_type deeplabv2 --numclasses 21 --workers 4 --split val \
+set -- --layers 50 --model_type deeplabv2 --numclasses 21 --workers 4 --split val --base_size 512 --crop_size 465 \
     --dataset_path "$DATA" --checkpoint_path "$CHECKPOINT" --save_path "$SAVE_PATH" "$@"
 if [ "$NPROC" -gt 1 ]; then
     exec python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" eval.py "$@"

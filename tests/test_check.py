@@ -180,3 +180,33 @@ def test_module_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "datasets.check", "--root", str(tmp_path / "none")],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "dataset root not found" in r.stderr
+
+
+def test_loss_weight_flags_check_only_what_the_run_reads(tmp_path, capsys):
+    """train.py's loss weights: pCE alone reads images and scribbles only (issue: `--l_dc 0`
+    trains fine, but the check demanded distance_pseudo)."""
+    import shutil
+
+    from datasets.check import training_fields
+    root = make_root(tmp_path)
+    shutil.rmtree(root / "distance_pseudo")
+    shutil.rmtree(root / "distance_map")
+    pce = ["--l_pseudo", "0", "--l_ds", "0", "--l_dc", "0", "--l_lorm", "0"]
+    assert main(["--root", str(root), "--split", "train", *pce]) == 0
+    assert "[image, scribble]" in capsys.readouterr().out
+    assert main(["--root", str(root), "--split", "train"]) == 1  # the default fields still include the maps
+    assert "distance_pseudo: dist_c folder not found" in capsys.readouterr().err
+    # + pseudo CE needs the pseudo-label folder, named as train.py names it
+    with pytest.raises(SystemExit):
+        main(["--root", str(root), "--l_ds", "0", "--l_dc", "0", "--l_lorm", "0"])
+    assert "--pseudo_path is required" in capsys.readouterr().err
+    assert main(["--root", str(root), "--pseudo_path", "bmp", "--l_ds", "0", "--l_dc", "0"]) == 0
+    assert "[image, scribble, pseudo]" in capsys.readouterr().out  # LoRM reads the pseudo-label too
+    # the same fields as train.py's model and loss
+    import train
+    from losses import CDSPLoss
+    from models import build_model
+    for w in ({"l_lorm": 0.0, "l_pseudo": 0.0}, {"l_dc": 0.0}, {}):
+        crit = CDSPLoss(**w)
+        model = build_model("deeplabv2", 18, 21, lorm=w.get("l_lorm", 1.0) != 0)
+        assert training_fields(**w) == train.train_fields(crit, model)

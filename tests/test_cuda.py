@@ -261,6 +261,7 @@ def test_syncbn_nccl_one_rank(record):
     assert "No backend type associated with device type cpu" in result["raw_cpu_all_reduce"], result
     assert result["helpers"] == {"all_reduce_sum": [2.0, 3.0], "all_reduce_sum_cuda": [5.0],
                                  "all_gather": [[1, 2]], "broadcast": {"a": [1, 2]},
+                                 "all_gather_object": [{"r": 0}],
                                  "label_summary": {"labelled": 2, "unsure_fraction": 0.25},
                                  "confusion": [[1, 0], [1, 1]], "weights_in_sync": "ok"}, result
 
@@ -310,6 +311,7 @@ def _nccl_child() -> None:
                "all_reduce_sum_cuda": dist.all_reduce_sum(torch.tensor([5.0], device=device)).tolist(),
                "all_gather": [t.tolist() for t in dist.all_gather(torch.tensor([1, 2]))],
                "broadcast": dist.broadcast_object({"a": [1, 2]}),
+               "all_gather_object": dist.all_gather_object({"r": 0}),
                "label_summary": label_summary(torch.tensor([8.0, 2.0, 2.0], dtype=torch.float64)),
                "confusion": meter.all_reduce().conf.tolist(), "weights_in_sync": "ok"}
 

@@ -130,6 +130,7 @@ def _helpers(rank, world, root):
     gathered = dist.all_gather(torch.tensor([rank, 7 * rank]))
     out["all_gather"], out["all_gather_device"] = [g.tolist() for g in gathered], str(gathered[0].device)
     out["broadcast"] = dist.broadcast_object({"from": rank, "ids": [3, 1, 2]})
+    out["all_gather_object"] = dist.all_gather_object({"rank": rank})
     dist.barrier()
 
     torch.manual_seed(0)
@@ -165,6 +166,7 @@ def test_every_helper_under_a_backend_that_refuses_cpu_tensors(synthetic_root, t
         assert r["all_reduce_sum"] == [3.0, 20.0] and r["all_reduce_device"] == "cpu"
         assert r["all_gather"] == [[0, 0], [1, 7]] and r["all_gather_device"] == "cpu"
         assert r["broadcast"] == {"from": 0, "ids": [3, 1, 2]}
+        assert r["all_gather_object"] == [{"rank": 0}, {"rank": 1}]
         assert "weights differ across ranks" in r["drift"], r
         assert r["label_summary"] == {"labelled": 3, "unsure_fraction": 20.0 / 300.0}
         expect = np.zeros((3, 3), int)
@@ -181,6 +183,7 @@ def test_helpers_are_plain_without_a_process_group():
     assert dist.all_reduce_sum(t) is t and t.item() == 2.0
     assert [g.tolist() for g in dist.all_gather(torch.tensor([1, 2]))] == [[1, 2]]
     assert dist.broadcast_object({"a": 1}) == {"a": 1}
+    assert dist.all_gather_object({"a": 1}) == [{"a": 1}]
     dist.barrier()
 
 

@@ -443,7 +443,16 @@ def test_cli_flags():
                                   "--model_type", "deeplabv2_lorm"])
     assert args.stride_rate == 0.5 and args.split == "a.txt" and args.scales == [0.5, 0.75, 1.0, 1.25,
                                                                                      1.5, 1.75, 2.0]
-    assert (args.base_size, args.crop_size, args.flip) == (512, 465, False)
+    assert (args.base_size, args.crop_size, args.flip) == (None, None, False)  # from the checkpoint
+    # sizes left unset: the checkpoint's training crop and each image's own size; without
+    # training args (the authors' checkpoint) the paper's 512 / 465
+    ours, authors = evaluation.parse_args(["--checkpoint_path", "x"]), evaluation.parse_args(["--checkpoint_path", "x"])
+    evaluation.resolve_sizes(ours, {"args": {"crop_size": 129}})
+    evaluation.resolve_sizes(authors, {"args": {}})
+    assert (ours.base_size, ours.crop_size) == (None, 129) and (authors.base_size, authors.crop_size) == (512, 465)
+    given = evaluation.parse_args(["--checkpoint_path", "x", "--base_size", "300", "--crop_size", "97"])
+    evaluation.resolve_sizes(given, {"args": {"crop_size": 129}})
+    assert (given.base_size, given.crop_size) == (300, 97)
     for bad in (["--stride_rate", "3/2"], ["--crop_size", "0"], ["--checkpoint"], ["--scales", "-1"]):
         with pytest.raises(SystemExit) as e:
             evaluation.parse_args(["--checkpoint_path", "x"] + bad)

@@ -58,6 +58,10 @@ def test_the_issue_example_reads_and_round_trips(tmp_path):
     ("classes: [a, b]\nimage_suffix: png\n", "'.png'"),
     ("classes: [a, b\n", "cannot read"),
     ("- a\n- b\n", "expected a mapping"),
+    ("classes: [a, b]\nmean: [0.5, 0.5]\n", "'mean' must be three numbers"),
+    ("classes: [a, b]\nstd: [0.2, 0.0, 0.2]\n", "'std' must be three numbers"),
+    ("classes: [a, b]\nmetrics: [dice, miou]\n", "'metrics' must list some of dice, hd95, assd"),
+    ("classes: [a, b]\nvolumes: /abs/volumes.csv\n", "'volumes' must be a file relative to the root"),
 ])
 def test_bad_descriptions_name_the_file_and_key(tmp_path, text, message):
     (tmp_path / META_FILE).write_text(text, encoding="latin-1")
@@ -83,3 +87,23 @@ def test_no_background_refuses_what_needs_one():
     with pytest.raises(MetaError, match="no background class.*needed by LoRM.*--l_lorm 0 --l_ds 0 --l_dc 0"):
         meta.require_background("LoRM")
     VOC_META.require_background("LoRM")  # has one: no error
+
+
+def test_mean_std_metrics_and_volumes_round_trip_and_reach_every_transform(tmp_path):
+    """dataset.yaml's mean / std (ImageNet's by default) normalise training and evaluation alike."""
+    import torch
+
+    from datasets.transforms import TrainTransform, ValTransform, denormalize
+    (tmp_path / META_FILE).write_text("classes: [bg, a]\nmean: [0.25, 0.25, 0.25]\nstd: [0.2, 0.2, 0.2]\n"
+                                      "metrics: [dice, hd95]\nvolumes: volumes.csv\n")
+    meta = load_meta(str(tmp_path))
+    assert meta.mean == (0.25,) * 3 and meta.std == (0.2,) * 3 and meta.metrics == ("dice", "hd95")
+    assert meta.volumes == "volumes.csv" and meta_of_checkpoint({"dataset_meta": meta.to_dict()}).to_dict() == meta.to_dict()
+    assert VOC_META.mean == (0.485, 0.456, 0.406) and VOC_META.metrics == () and VOC_META.volumes is None
+    image = np.full((20, 20, 3), 102, np.uint8)  # 0.4 -> (0.4 - 0.25) / 0.2 = 0.75
+    val = ValTransform(None, meta.mean, meta.std)({"image": image})["image"]
+    assert torch.allclose(val, torch.full_like(val, 0.75))
+    train = TrainTransform(12, scale_range=(1, 1), p_rotate=0, p_blur=0, p_flip=0, mean=meta.mean, std=meta.std)
+    got = train({"image": image, "scribble": np.zeros((20, 20), np.uint8)}, rng=np.random.default_rng(0))["image"]
+    assert torch.allclose(got, torch.full_like(got, 0.75))
+    assert (denormalize(val, meta.mean, meta.std) == 102).all()

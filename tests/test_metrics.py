@@ -152,3 +152,82 @@ def test_one_label_rule_for_numpy_and_torch():
     with pytest.raises(DatasetError, match=r"^x/y\.png: pseudo values \[4, 21, 254\]"):
         check_label_values(values, 4, "x/y.png", what="pseudo")
     check_label_values(values, 255, "x/y.png")
+
+
+# ----------------------------------------------------------------------------- per-case metrics
+def _blobs(rng, shape):
+    a = np.zeros(shape, bool)
+    b = np.zeros(shape, bool)
+    a[..., 5:20, 8:30] = True
+    b[..., 7:25, 5:27] = True
+    a &= rng.random(shape) > 0.1   # holes
+    b |= rng.random(shape) > 0.97  # specks far away
+    return a, b
+
+
+@pytest.mark.parametrize("shape, spacing", [((30, 40), None), ((30, 40), (1.5, 0.7)), ((5, 30, 40), (10.0, 1.5625, 1.5625)),
+                                            ((5, 30, 40), None)])
+def test_dice_hd95_assd_asd_equal_medpy(shape, spacing):
+    """The field's reference implementation (WSL4MIS's test_2D_fully.py uses it): equal, not close."""
+    from medpy.metric import binary
+    from utils.metrics import binary_scores
+    rng = np.random.default_rng(len(shape) + (spacing is None))
+    for _ in range(3):
+        a, b = _blobs(rng, shape)
+        got = binary_scores(a, b, spacing)
+        assert got["dice"] == binary.dc(a, b) and got["note"] == ""
+        assert got["hd95"] == binary.hd95(a, b, spacing)
+        assert got["assd"] == binary.assd(a, b, spacing)
+        assert got["asd"] == binary.asd(a, b, spacing)  # pred -> truth, WSL4MIS's "ASD"
+    # a structure touching the array's edge: its surface runs along the edge (medpy's erosion)
+    edge_a, edge_b = np.zeros(shape, bool), np.zeros(shape, bool)
+    edge_a[..., :10, :12] = True
+    edge_b[..., :14, :9] = True
+    assert binary_scores(edge_a, edge_b, spacing)["hd95"] == binary.hd95(edge_a, edge_b, spacing)
+
+
+def test_empty_structures_follow_the_documented_convention():
+    from utils.metrics import binary_scores
+    some = np.zeros((8, 8), bool)
+    some[2:5, 2:5] = True
+    none = np.zeros((8, 8), bool)
+    absent = binary_scores(none, none)
+    assert absent["note"] == "absent" and all(math.isnan(absent[k]) for k in ("dice", "hd95", "assd", "asd"))
+    for pred, truth, note in ((none, some, "missed"), (some, none, "spurious")):
+        r = binary_scores(pred, truth)
+        assert r["note"] == note and r["dice"] == 0.0 and math.isnan(r["hd95"]) and math.isnan(r["assd"])
+    with pytest.raises(ValueError, match="spacing"):
+        binary_scores(some, some, (1.0, 0.0))
+
+
+def test_case_table_means_counts_csv_and_report(tmp_path):
+    """Mean ± sample std over cases per class, NaN left out with its count, one CSV row per
+    (case, class), the ignore value of the truth left out of both masks."""
+    from utils.metrics import CaseTable, case_scores
+    truth = np.zeros((2, 10, 10), np.uint8)
+    truth[:, 2:6, 2:6] = 1
+    truth[:, 6:9, 6:9] = 2
+    pred = truth.copy()
+    pred[0, 2, 2:6] = 0                      # case A: class 1 loses a row of one slice
+    table = CaseTable(["bg", "one", "two"], [1, 2], ["dice", "hd95", "assd"], "mm")
+    table.add("A", case_scores(pred, truth, [1, 2], (5.0, 1.0, 1.0)))
+    missed = truth.copy()
+    missed[missed == 2] = 0                  # case B: class 2 never predicted
+    ignored = truth.copy()
+    ignored[:, 0, :] = 255                   # ...and the truth's 255 row is not scored
+    missed[:, 0, :] = 1
+    table.add("B", case_scores(missed, ignored, [1, 2], (5.0, 1.0, 1.0)))
+    s = table.summary()
+    dice_a = 2 * 28 / (28 + 32)
+    assert s["cases"] == 2 and s["unit"] == "mm"
+    assert s["dice"]["one"]["mean"] == pytest.approx((dice_a + 1.0) / 2)
+    assert s["dice"]["one"]["std"] == pytest.approx(np.std([dice_a, 1.0], ddof=1))
+    assert s["dice"]["two"] == {"mean": 0.5, "std": pytest.approx(np.std([1.0, 0.0], ddof=1)), "n": 2}
+    assert s["hd95"]["two"]["n"] == 1 and s["hd95"]["two"]["mean"] == 0.0   # B's undefined HD95 left out
+    assert s["notes"]["two"] == {"absent": 0, "missed": 1, "spurious": 0}
+    table.write_csv(str(tmp_path / "cases.csv"))
+    rows = (tmp_path / "cases.csv").read_text().splitlines()
+    assert rows[0] == "case,class,dice,hd95,assd,asd,note" and len(rows) == 5
+    assert rows[-1].startswith("B,two,0,,,,missed")
+    text = table.report(s)
+    assert "Dice (%)" in text and "HD95 (mm)" in text and "two: 1 missed" in text

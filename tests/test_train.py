@@ -271,6 +271,7 @@ def test_resume_with_other_schedule_flags_is_refused_unless_overridden(synthetic
                "--resume_override") == 0
     out = capsys.readouterr().out
     assert "warning: --resume_override" in out and "--lr 0.01 -> 0.02" in out
+    assert "lr schedule recomputed for --lr 0.02 --epochs 2" in out  # what the lr does, in words
     ckpt = load_checkpoint(str(log / "last_checkpoint.pth"))
     assert ckpt["epoch"] == 2 and ckpt["args"]["lr"] == 0.02
     assert json.load(open(log / "config.json"))["lr"] == 0.02
@@ -400,3 +401,38 @@ def test_torchrun_two_gloo_processes_stay_in_sync(synthetic_root, tmp_path):
     n_train = len([l for l in open(os.path.join(synthetic_root, "ImageSets", "SegmentationAug",
                                                   "train.txt")) if l.strip()])
     assert ckpt["iteration"] == n_train // 2 // 2  # each rank: half the ids, in batches of 2
+
+
+def test_schedule_note_says_where_the_lr_jumps():
+    """--resume_override with a longer schedule: the lr is recomputed per iteration (the issue's
+    case: a 3-epoch run extended to 6 jumps from ~0 back up)."""
+    from utils.training import schedule_note
+    saved = {"lr": 0.01, "epochs": 3, "warmup": 0.0}
+    assert schedule_note(saved, dict(saved), 3, 300, 100) is None
+    note = schedule_note(saved, {**saved, "epochs": 6}, 3, 300, 100)
+    old, new = lr_at(300, 0.01, 0, 300), lr_at(300, 0.01, 0, 600)
+    assert old == 0.0 and new == pytest.approx(0.005)
+    assert f"from {old:.3g} (the checkpoint's schedule) to {new:.3g}" in note and "iteration 600" in note
+
+
+def test_validation_scores_whole_images_as_eval_does(synthetic_root):
+    """Training-time validation: each whole image at its own size, crop_size windows (eval.py's
+    multi-scale code at one scale), not a centre crop."""
+    import eval as evaluation
+    from utils.metrics import ConfusionMeter
+    args = train.parse_args(["--dataset_path", str(synthetic_root), *TINY])
+    meta = train.run_meta(args)
+    torch.manual_seed(0)
+    model, _ = train.build(args, torch.device("cpu"))
+    _, val_loader = train.build_loaders(args, ("image", "scribble"), torch.device("cpu"), meta)
+    got = train.validate(model, val_loader, torch.device("cpu"), args.numclasses, None, False, crop_size=65)
+    assert model.training  # validate puts it back
+    model.eval()
+    meter = ConfusionMeter(args.numclasses)
+    from datasets.scribble import ScribbleDataset
+    from datasets.transforms import ValTransform
+    for sample in ScribbleDataset(str(synthetic_root), "val", ("image", "mask"), transform=ValTransform(None)):
+        assert sample["image"].shape[-2:] == sample["mask"].shape  # whole images (64x80), no crop
+        probs = evaluation.predict(model, sample["image"], scales=(1.0,), base_size=None, crop_size=65)
+        meter.update(probs.argmax(0), sample["mask"])
+    assert got["miou"] == pytest.approx(meter.scores()["miou"])

@@ -136,6 +136,16 @@ def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
     return [o.to(t.device) for o in out]
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's value of a picklable object, rank order (torch sends it on the device the
+    group takes, this process's GPU for NCCL)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj):
     """Rank 0's value of a picklable object, on every rank."""
     if not is_dist():

@@ -32,7 +32,7 @@ from utils.io import OutputError, save_rgb_png
 from utils.log import MetricsLog, save_config
 from utils.outputs import OutputDir, RunLock, claim_output_dir
 from utils.training import (BEST, LAST, TrainingError, autocast_dtype, check_weights_in_sync, lr_at,
-                            restore, resume_path, seed_epoch, seed_everything, unwrap)
+                            restore, resume_path, schedule_note, seed_epoch, seed_everything, unwrap)
 
 
 def add_engine_flags(p: argparse.ArgumentParser, logdir: str, epochs: int, warmup: float,
@@ -240,6 +240,9 @@ def fit(task: Task, loader, args, run_args: dict, config_extra: dict | None = No
         if main_proc:
             print(f"resumed from {path}: epoch {start_epoch}, iteration {iteration}, "
                   f"best {task.val_name} {best:.2f}")
+            note = schedule_note(ckpt.get("args"), run_args, start_epoch, iteration, iters_per_epoch)
+            if note:  # --resume_override with another schedule: say what the lr does
+                print(note)
     elif args.resume == "auto" and main_proc:
         print(f"--resume auto: no {LAST} in {args.logdir}, starting from scratch")
 

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import secrets
+import sys
 
 import cv2
 import numpy as np
@@ -83,6 +84,17 @@ def prepare_output_dir(path: str, what: str) -> None:
     n = remove_stale_temps(path)
     if n:
         print(f"{path}: removed {n} temporary file(s) left by an interrupted run")
+
+
+def report_failures(failures: list[str], what: str) -> int:
+    """The end of a data tool that went on past bad files: 0 if none failed, else the count
+    and one line per file (each message names it) on stderr, and 1."""
+    if not failures:
+        return 0
+    print(f"error: {len(failures)} {what}:", file=sys.stderr)
+    for msg in failures:
+        print(f"  {msg}", file=sys.stderr)
+    return 1
 
 
 def _new_temp(d: str, base: str, ext: str) -> str:

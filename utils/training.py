@@ -39,6 +39,24 @@ def lr_at(iteration: int, base_lr: float, warmup_iters: int, total_iters: int) -
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
+def schedule_note(saved: dict | None, now: dict, epoch: int, iteration: int, iters_per_epoch: int) -> str | None:
+    """What resuming with another --lr / --epochs / --warmup (--resume_override) does to the lr,
+    in words, or None when the schedule is unchanged: the schedule is recomputed from the new
+    values (lr_at is a function of the iteration), so the lr jumps from where the checkpoint's
+    schedule stood to where the new one stands at the same iteration."""
+    saved = saved or {}
+    keys = ("lr", "epochs", "warmup")
+    if not all(k in saved for k in keys) or all(saved[k] == now.get(k) for k in keys):
+        return None
+    old_ipe = iteration // epoch if epoch else iters_per_epoch
+    old = lr_at(iteration, saved["lr"], round(saved["warmup"] * old_ipe), saved["epochs"] * old_ipe)
+    total = now["epochs"] * iters_per_epoch
+    new = lr_at(iteration, now["lr"], min(total, round(now["warmup"] * iters_per_epoch)), total)
+    return (f"lr schedule recomputed for --lr {now['lr']:g} --epochs {now['epochs']} --warmup {now['warmup']:g}: "
+            f"at iteration {iteration} the lr goes from {old:.3g} (the checkpoint's schedule) to {new:.3g}, "
+            f"then follows warm-up + cosine to 0 at iteration {total}")
+
+
 def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     """--amp/--no-amp (None: on with CUDA): fp16 on CUDA (with a GradScaler), bf16 on CPU."""
     if not ((device.type == "cuda") if amp is None else amp):
@@ -64,6 +82,12 @@ def collate(samples: list[dict]) -> dict:
         vals = [s[k] for s in samples]
         out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
     return out
+
+
+def single(batch: list) -> dict:
+    """The collate of a batch of one sample, not stacked: whole images differ in size (eval.py,
+    training-time validation)."""
+    return batch[0]
 
 
 def unwrap(model):
