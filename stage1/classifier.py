@@ -81,8 +81,8 @@ def multi_hot(classes: list[int], num_fg: int) -> torch.Tensor:
 class _MaskClasses:
     """Val transform that also turns the full mask (or scribble) into the image's classes."""
 
-    def __init__(self, field: str, num_classes: int):
-        self.field, self.base, self.num_classes = field, ValTransform(None), num_classes
+    def __init__(self, field: str, meta):
+        self.field, self.base, self.num_classes = field, ValTransform(None, meta.mean, meta.std), meta.num_classes
 
     def __call__(self, sample: dict) -> dict:
         classes = image_classes(sample[self.field], self.num_classes)  # values checked by the dataset
@@ -91,7 +91,7 @@ class _MaskClasses:
         return out
 
 
-def _val_set(args, num_classes: int):
+def _val_set(args, meta):
     """The val split with its classes from the masks (else the scribbles); None if absent."""
     if args.val_path == "none":
         return None
@@ -103,7 +103,7 @@ def _val_set(args, num_classes: int):
     layout = Layout(root, {"scribble": args.scribble_path})
     field = "mask" if os.path.isdir(layout.folder("mask")) else "scribble"
     return ScribbleDataset(root, args.val_path, ("image", field), {"scribble": args.scribble_path},
-                           _MaskClasses(field, num_classes), num_classes=num_classes)
+                           _MaskClasses(field, meta), num_classes=meta.num_classes)
 
 
 @torch.inference_mode()
@@ -126,7 +126,7 @@ def validate(model, loader, device, classes) -> dict:
             "per_class_f1": {classes[c + 1]: float(f1[c]) for c in range(num_fg) if support[c]}}
 
 
-def cam_grid(model, batch, n: int = 4) -> np.ndarray:
+def cam_grid(model, batch, meta, n: int = 4) -> np.ndarray:
     """Rows of image | CAM of each labelled class (jet, max over classes): what the net looks at."""
     import matplotlib
     cmap = matplotlib.colormaps["jet"]
@@ -141,7 +141,7 @@ def cam_grid(model, batch, n: int = 4) -> np.ndarray:
         own = batch["target"][i] > 0.5
         m = cams[i][own.to(cams.device)].amax(0) if own.any() else torch.zeros_like(cams[i, 0])
         m = (m / (m.max() + 1e-5)).cpu().numpy()
-        img = denormalize(batch["image"][i])
+        img = denormalize(batch["image"][i], meta.mean, meta.std)
         heat = (cmap(m)[..., :3] * 255).astype(np.uint8)
         rows.append(np.concatenate([img, (0.5 * img + 0.5 * heat).astype(np.uint8)], axis=1))
     return np.concatenate(rows, axis=0)
@@ -179,7 +179,7 @@ class CAMTask(Task):
         return 100 * s["f1"], {"val/mean_F1": 100 * s["f1"]}
 
     def picture(self, batch, outputs):
-        return cam_grid(unwrap(self.model), batch | {"target": outputs["target"].cpu()})
+        return cam_grid(unwrap(self.model), batch | {"target": outputs["target"].cpu()}, self.meta)
 
 
 def train(args) -> dict:
@@ -191,12 +191,12 @@ def train(args) -> dict:
     labels = class_labels_for(args, args.train_path, meta.num_classes)
     empty = [i for i in read_ids(split_path(args.dataset_path, args.train_path)) if not labels.get(i)]
     train_set = ScribbleDataset(args.dataset_path, args.train_path, ("image",), None,
-                                TrainTransform(args.crop_size, tuple(args.scale_range)))
+                                TrainTransform(args.crop_size, tuple(args.scale_range), mean=meta.mean, std=meta.std))
     if main_proc and empty:
         print(f"{len(empty)} of {len(train_set)} training ids have no foreground class: they teach "
               f"'no object here' (all-zero targets)")
     loader = shuffled_loader(train_set, args.batchsize, args.workers, args.seed, device)
-    val_set = _val_set(args, meta.num_classes)
+    val_set = _val_set(args, meta)
     val_loader = None if val_set is None else data_loader(
         val_set, batch_size=None, sampler=dist.ShardSampler(len(val_set)), num_workers=args.workers,
         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)

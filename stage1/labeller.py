@@ -82,10 +82,10 @@ def label_outputs(args, layout: Layout, ids: list[str], out_dir: str, with_score
 
 
 class _Labelling:
-    """Reads what one id needs: the image (normalised tensor) and its scribble."""
+    """Reads what one id needs: the image (normalised as the classifier was trained) and its scribble."""
 
-    def __init__(self):
-        self.base = ValTransform(None)
+    def __init__(self, meta):
+        self.base = ValTransform(None, meta.mean, meta.std)
 
     def __call__(self, sample: dict) -> dict:
         scribble = sample["scribble"]
@@ -152,7 +152,7 @@ def label(args) -> dict:
     label_outputs(args, layout, ids, out_dir, with_scores, create=False)  # refusals before any work
     labels = class_labels_for(args, args.split, meta.num_classes)
     dataset = ScribbleDataset(args.dataset_path, args.split, ("image", "scribble"),
-                              {"scribble": args.scribble_path}, _Labelling(), num_classes=meta.num_classes)
+                              {"scribble": args.scribble_path}, _Labelling(meta), num_classes=meta.num_classes)
     if main_proc:  # before any rank writes there: the others wait at the broadcast below
         out, beside = label_outputs(args, layout, dataset.ids, out_dir, with_scores, create=True)
     else:  # writes only names rank 0 claimed

@@ -14,7 +14,6 @@ import os
 import subprocess
 
 import numpy as np
-import pytest
 import torch
 import torch.multiprocessing as mp
 
