@@ -277,13 +277,16 @@ def main() -> None:
         with open(a.json) as f:
             doc = json.load(f)
     if not a.report:
-        recipe = {"train": TRAIN, "eval": EVAL, "epochs": a.epochs, "data_seed": a.data_seed}
-        if doc["runs"] and doc["meta"].get("recipe") != recipe:
-            sys.exit(f"{a.json}: holds runs of another recipe; move it away to start a new sweep")
-        doc["meta"] = {**machine(), "recipe": recipe}
         out = os.path.abspath(a.out)
         data = os.path.join(out, "data")
         run(["-m", "datasets.synthetic", "--out", data, "--seed", str(a.data_seed)])
+        from datasets.meta import load_meta
+        # the set's classes (its dataset.yaml) are the network's outputs and the metric's rows
+        recipe = {"train": TRAIN, "eval": EVAL, "epochs": a.epochs, "data_seed": a.data_seed,
+                  "classes": list(load_meta(data).classes)}
+        if doc["runs"] and doc["meta"].get("recipe") != recipe:
+            sys.exit(f"{a.json}: holds runs of another recipe; move it away to start a new sweep")
+        doc["meta"] = {**machine(), "recipe": recipe}
         done = {(r["variant"], r["seed"]) for r in doc["runs"]}
         todo = [(v, s) for s in range(a.first_seed, a.first_seed + a.seeds) for v in a.variants
                 if (v, s) not in done]  # seed-major: a partial sweep is still paired
