@@ -284,13 +284,16 @@ def main() -> None:
         with open(a.json) as f:
             doc = json.load(f)
     if not a.report:
-        recipe = {"train": TRAIN, "eval": EVAL, "epochs": a.epochs, "data_seed": a.data_seed}
-        if doc["runs"] and doc["meta"].get("recipe") != recipe:
-            sys.exit(f"{a.json}: holds runs of another recipe; move it away to start a new sweep")
-        doc["meta"] = {**machine(), "recipe": recipe}
         out = os.path.abspath(a.out)
         data = os.path.join(out, "data")
         run(["-m", "datasets.synthetic", "--out", data, "--seed", str(a.data_seed)])
+        from datasets.meta import load_meta
+        # the set's classes (its dataset.yaml) are the network's outputs and the metric's rows
+        recipe = {"train": TRAIN, "eval": EVAL, "epochs": a.epochs, "data_seed": a.data_seed,
+                  "classes": list(load_meta(data).classes)}
+        if doc["runs"] and doc["meta"].get("recipe") != recipe:
+            sys.exit(f"{a.json}: holds runs of another recipe; move it away to start a new sweep")
+        doc["meta"] = {**machine(), "recipe": recipe}
         todo = pending(doc["runs"], a.first_seed, a.seeds, a.variants)
         backbone = None
         if any(STAGE1 in VARIANTS[v][1] for v, _ in todo):

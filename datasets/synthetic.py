@@ -5,12 +5,13 @@ the embedded default that the quickstart, the tests and the demo notebook use.
                                  [--size H W] [--seed S] [--classes K] [--overwrite]
 
 writes, directly under DIR, ImageSets/SegmentationAug/{train,val}.txt, JPEGImages/<id>.jpg,
-SegmentationClassAug/<id>.png (mode P, VOC palette), pascal_2012_scribble/<id>.png,
+SegmentationClassAug/<id>.png (mode P, the set's palette), pascal_2012_scribble/<id>.png,
 pseudo_label/<id>.png, distance_map/<id>.png (D_s) and distance_pseudo/<id>.png (D_c), plus
 `synthetic.json` (parameters and the measured statistics below), which marks DIR as a synthetic
-set that a later run may regenerate in place. A preset with its own classes (gray4) also writes
-`dataset.yaml` (datasets/meta.py); the default set has none, so the VOC / ScribbleSup defaults
-apply to it exactly as to ScribbleSup itself. Ids are `train_00000`, `val_00000`, ...
+set that a later run may regenerate in place, and `dataset.yaml` (datasets/meta.py): the set's
+own classes, background + the K foreground classes it draws, with their palette, so train.py
+builds a network with one output per class of the set and eval.py reports only those. Ids are
+`train_00000`, `val_00000`, ...
 
 Presets (PRESETS; a variant is one line there): "voc", the default, is described below.
 "gray4" is a set unlike VOC: 60 train + 20 val grey single-channel PNGs (JPEGImages/<id>.png,
@@ -28,9 +29,10 @@ Defaults: 60 train + 20 val images of 128x160 (H x W), K=5 foreground classes. 1
 VOC's landscape aspect, is a multiple of 32 (a stride-8 network sees 16x20 features) and leaves
 room for 1-4 objects with visible texture; the set takes ~3 s of CPU and 1.2 MB. 60 images are
 enough for a small net to learn the cues in minutes on a CPU. Labels are VOC indices 0..K
-(background, aeroplane, bicycle, ...: the first K+1 names of `CLASSES`, VOC's colours), so a
-21-class network and the 21-class metric apply unchanged. A sample depends only on (seed, split,
-index, size, K): a smaller set is a prefix of a larger one.
+(background, aeroplane, bicycle, ...: the first K+1 names of `CLASSES`, VOC's colours), and
+dataset.yaml lists exactly these K+1 classes: a (K+1)-class network and metric, not VOC's 21
+(a class the set never contains could only lower the mean). A sample depends only on (seed,
+split, index, size, K): a smaller set is a prefix of a larger one.
 
 What is in an image, and why (it must be learnable, and the CDSP pieces must matter):
 - Each class has a base hue and a texture (smooth, stripes, checker, dots, rings, grid), with
@@ -666,9 +668,8 @@ def generate(out: str, train: int | None = None, val: int | None = None,
     num_classes default to its values. `num_classes` is the number K of foreground classes
     (labels 0..K; "voc": VOC indices 1..K, any of 1..20; "gray4": 3). The summary holds the
     parameters (with `preset` unless it is the default), the class names, and the measured
-    statistics (scribble coverage, pseudo-label mIoU vs the masks, ...). A preset with its own
-    classes writes `<out>/dataset.yaml`; "voc" writes none (VOC defaults). Same arguments, same
-    bytes.
+    statistics (scribble coverage, pseudo-label mIoU vs the masks, ...). Every preset writes
+    `<out>/dataset.yaml` (its K+1 classes and palette). Same arguments, same bytes.
     """
     p = get_preset(preset)
     train = p.train if train is None else train
@@ -694,9 +695,10 @@ def generate(out: str, train: int | None = None, val: int | None = None,
                    classes=list(meta.classes), pseudo_folder=PSEUDO_SYNTHETIC)
     os.makedirs(out, exist_ok=True)
     _write_json(summary, os.path.join(out, MARKER))  # marks `out` as ours before any data lands
-    if p.classes is not None:  # "voc": VOC's names, VOC's 21-class defaults, no file needed
-        _write_meta(meta, os.path.join(out, META_FILE), preset)
-    palette = True if p.palette is None else meta.palette_array()  # True: VOC's, as before
+    # Every preset describes its own classes, so a network gets one output per class the set
+    # has and a report lists only those ("voc": the first K+1 VOC names and colours).
+    _write_meta(meta, os.path.join(out, META_FILE), preset)
+    palette = meta.palette_array()
 
     layout = Layout(out, FOLDERS)
     # Pseudo-label mIoU on the train split, as `python -m datasets.score_labels --root <out>

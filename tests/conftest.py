@@ -1,7 +1,8 @@
 """Shared fixtures: a tiny synthetic dataset in the ScribbleSup layout (SPEC §1, datasets/synthetic.py).
 
 - `synthetic_root`: generated once per session (6 train + 3 val images of 64x80, K=5
-  foreground classes, seed 0). Read-only: a test that modifies data uses `make_synthetic`.
+  foreground classes, seed 0; its dataset.yaml lists 6 classes: background, aeroplane, ...,
+  bottle). Read-only: a test that modifies data uses `make_synthetic`.
 - `synthetic_summary`: what `generate()` returned for it (params, class names, statistics).
 - `make_synthetic(**kw)`: a fresh set in a new temporary directory; keyword arguments
   override `SYNTHETIC_SMALL` (train, val, size, seed, num_classes).

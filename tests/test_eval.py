@@ -19,7 +19,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import corrupt_file, crf_required, require_installed_venv, torchrun
+from conftest import SYNTHETIC_SMALL, corrupt_file, crf_required, require_installed_venv, torchrun
 import torch
 from PIL import Image
 
@@ -37,6 +37,7 @@ from utils.palette import voc_palette
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--scales", "0.5", "1.0", "--base_size", "80", "--crop_size", "48", "--workers", "0"]
 PROTOCOL = dict(scales=(0.5, 1.0), base_size=80, crop_size=48)
+SET_CLASSES = SYNTHETIC_SMALL["num_classes"] + 1  # the synthetic set's dataset.yaml: background + K
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -48,7 +49,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _model(model_type="deeplabv2", layers=18, num_classes=21, lorm=True, seed=0):
+def _model(model_type="deeplabv2", layers=18, num_classes=SET_CLASSES, lorm=True, seed=0):
     """A random network whose BN statistics are not the identity (so folding them matters)."""
     torch.manual_seed(seed)
     model = build_model(model_type, layers, num_classes, lorm=lorm)
@@ -92,8 +93,9 @@ def authors_checkpoint(model, path, prefix="", numpy1=False):
 
 
 def our_checkpoint(model, path, **args):
+    numclasses = infer_architecture(model.state_dict())["numclasses"]
     torch.save({"state_dict": model.state_dict(), "epoch": 2, "best_miou": 12.5,
-                "args": {"model_type": "deeplabv2", "layers": 18, "numclasses": 21, "l_lorm": 1.0,
+                "args": {"model_type": "deeplabv2", "layers": 18, "numclasses": numclasses, "l_lorm": 1.0,
                          "crop_size": 48, **args}}, path)
     return str(path)
 
@@ -106,7 +108,7 @@ def _run(argv, capsys):
 # ----------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("prefix, numpy1", [("", False), ("module.", False), ("module.", True)])
 def test_authors_checkpoint_loads_safely_and_predicts_like_its_network(tmp_path, prefix, numpy1):
-    source = _model()
+    source = _model(num_classes=21)  # VOC's, as the authors' released checkpoint
     path = authors_checkpoint(source, tmp_path / "last_checkpoint.pth", prefix, numpy1)
     # The numpy scalar is why plain weights_only loading fails: the allowlist is exercised.
     with pytest.raises(pickle.UnpicklingError):
@@ -125,7 +127,7 @@ def test_authors_checkpoint_loads_safely_and_predicts_like_its_network(tmp_path,
 
 
 def test_wrong_depth_names_keys_and_the_flags_to_try(tmp_path, synthetic_root, capsys):
-    path = authors_checkpoint(_model(layers=18), tmp_path / "r18.pth", "module.")
+    path = authors_checkpoint(_model(layers=18, num_classes=21), tmp_path / "r18.pth", "module.")
     with pytest.raises(CheckpointError) as e:
         evaluation.load_model_from_checkpoint(path, layers=50)
     msg = str(e.value)
@@ -202,18 +204,20 @@ def test_prepare_for_inference_folds_every_bn_and_keeps_outputs(model_type):
 
 
 # ----------------------------------------------------------------------------- eval.py runs
-def _score_files(save, root, ids):
+def _score_files(save, root, ids, num_classes=SET_CLASSES):
     layout = Layout(str(root))
-    total = torch.zeros(21, 21, dtype=torch.long)
+    total = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for id_ in ids:
         pred = read_label(os.path.join(save, f"{id_}.png"))
         mask = read_label(layout.path("mask", id_))
-        total += confusion_matrix(torch.tensor(pred), torch.tensor(mask), 21, IGNORE_INDEX)
+        total += confusion_matrix(torch.tensor(pred), torch.tensor(mask), num_classes, IGNORE_INDEX)
     return total
 
 
-def test_eval_writes_palette_pngs_overlays_and_a_consistent_report(tmp_path, synthetic_root, capsys):
-    source = _model()
+def test_eval_writes_palette_pngs_overlays_and_a_consistent_report(tmp_path, make_synthetic, capsys):
+    # VOC's 21 classes (K=20) in 3 val images: most are absent, and the report must say n/a for them
+    synthetic_root = make_synthetic(num_classes=20)
+    source = _model(num_classes=21)
     path = our_checkpoint(source, tmp_path / "ours.pth")
     save = str(tmp_path / "eval" / "run")
     rc, err = _run(["--checkpoint_path", path, "--dataset_path", synthetic_root, "--save_path", save,
@@ -237,7 +241,7 @@ def test_eval_writes_palette_pngs_overlays_and_a_consistent_report(tmp_path, syn
 
     metrics = json.load(open(os.path.join(save, "metrics.json")))
     conf = torch.tensor(metrics["confusion_matrix"])
-    assert torch.equal(conf, _score_files(save, synthetic_root, ids))  # each image once
+    assert torch.equal(conf, _score_files(save, synthetic_root, ids, 21))  # each image once
     assert metrics["images"] == len(ids) and metrics["architecture"]["layers"] == 18
     assert metrics["protocol"]["scales"] == [0.5, 1.0] and metrics["protocol"]["stride_rate"] == 2 / 3
     absent = [c for c in range(21) if conf[c].sum() == 0 and conf[:, c].sum() == 0]
@@ -480,12 +484,13 @@ def test_torchrun_two_processes_score_each_image_once(tmp_path, synthetic_root):
     assert proc.stdout.count(" * IOU_All") == 1  # rank 0 alone reports
 
 
-def test_emlc_script_defaults_and_overrides(tmp_path, synthetic_root):
+def test_emlc_script_defaults_and_overrides(tmp_path, make_synthetic):
     require_installed_venv()
     script = os.path.join(REPO, "scripts", "emlc_r50_deeplabv2.sh")
     text = open(script).read()
     assert "log/train_deeplabv2_r50/last_checkpoint.pth" in text and "SAVE_PATH:-emlc_r50_deeplabv2}" in text
-    path = our_checkpoint(_model(), tmp_path / "ours.pth")
+    synthetic_root = make_synthetic(num_classes=20)  # VOC's 21 classes, as the script's --numclasses
+    path = our_checkpoint(_model(num_classes=21), tmp_path / "ours.pth")
     save = str(tmp_path / "emlc")
     env = dict(os.environ, CHECKPOINT=path, DATA=str(synthetic_root), SAVE_PATH=save, OMP_NUM_THREADS="1")
     # the script's R50 flags, overridden by extra arguments for this tiny R18 checkpoint

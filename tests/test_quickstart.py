@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import require_installed_venv
+from datasets.layout import CLASSES
 from utils.checkpoint import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,18 +29,24 @@ def test_quickstart_script_end_to_end(tmp_path):
     assert (args["layers"], args["model_type"]) == (18, "deeplabv2")
     assert all(args[k] > 0 for k in ("l_seg", "l_pseudo", "l_ds", "l_dc", "l_lorm"))
     assert any(k.startswith("layer_camatt.") for k in ckpt["state_dict"])   # LoRM trained
+    # the set describes its classes (dataset.yaml): one output per class it has, not VOC's 21
+    present = list(CLASSES[:6])  # background + the generator's K=5
+    assert args["numclasses"] == 6 and ckpt["dataset_meta"]["classes"] == present
     assert os.path.getsize(out / "train" / "curves.png") > 0
 
     report = open(out / "eval.txt").read()
     metrics = json.load(open(out / "eval" / "metrics.json"))
     assert f"{100 * metrics['miou']:.2f}" in report
+    assert list(metrics["iou"]) == present and len(metrics["confusion_matrix"]) == 6
+    assert all(v is not None for v in metrics["iou"].values())  # each is in the val masks
+    assert not [c for c in CLASSES[6:] if c in report]  # no row for a class the set never has
     val_ids = [l.strip() for l in open(out / "data" / "ImageSets" / "SegmentationAug" / "val.txt")
                if l.strip()]
     for id_ in val_ids:
         pred = Image.open(out / "eval" / f"{id_}.png")
         mask = Image.open(out / "data" / "SegmentationClassAug" / f"{id_}.png")
         assert pred.mode == "P" and pred.size == mask.size
-        assert np.asarray(pred).max() < 21
+        assert np.asarray(pred).max() < 6
 
 
 def test_quickstart_stage1_chain_end_to_end(tmp_path):

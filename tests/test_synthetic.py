@@ -168,7 +168,8 @@ def test_deterministic_for_a_seed_and_independent_of_the_set_size(make_synthetic
     a = _tree(make_synthetic(train=2, val=1))
     b = _tree(make_synthetic(train=2, val=1))
     assert a == b
-    assert len(a) == 3 * 6 + 2 + 1  # 3 ids x 6 fields, 2 id lists, the marker (no dataset.yaml)
+    assert len(a) == 3 * 6 + 2 + 2  # 3 ids x 6 fields, 2 id lists, the marker, dataset.yaml
+    assert META_FILE in a
     c = _tree(make_synthetic(train=2, val=1, seed=1))
     assert a.keys() == c.keys()
     for p in a:
@@ -273,18 +274,22 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path):
 
 
 # ----------------------------------------------------------------------------- presets, dataset.yaml
-def test_the_default_set_takes_the_voc_defaults(synthetic_root, make_synthetic):
-    """No dataset.yaml: VOC's 21 names, .jpg, VOC palette, as for ScribbleSup; and a gray4 set
-    regenerated as the default loses the description it wrote."""
-    assert not (synthetic_root / META_FILE).exists()
+def test_the_default_set_describes_its_own_classes(synthetic_root, make_synthetic):
+    """dataset.yaml lists background + the K classes the set draws (VOC's first K+1 names and
+    colours, .jpg), not VOC's 21: a network gets K+1 outputs, a report K+1 rows. A gray4 set
+    regenerated as the default gets the default's description instead of its own."""
     meta = load_meta(str(synthetic_root))
-    assert meta is VOC_META and meta.classes[:6] == CLASSES[:6] and meta.image_suffix == ".jpg"
+    assert meta.source == str(synthetic_root / META_FILE)  # read from the set, not VOC's defaults
+    assert meta.classes == CLASSES[:6] and meta.num_classes == 6 and meta.background == 0
+    assert meta.image_suffix == ".jpg" and meta.ignore_index == 255
+    assert meta.palette == VOC_META.palette[:6]
     assert np.array_equal(meta.palette_array(), voc_palette())  # the masks' palette, unchanged
+    assert load_meta(str(make_synthetic(train=1, val=1, num_classes=2))).classes == CLASSES[:3]
     root = make_synthetic(train=2, val=1, size=(48, 48), preset="gray4", num_classes=None)
-    assert (root / META_FILE).is_file()
+    assert load_meta(str(root)).classes == GRAY4_CLASSES
     synthetic.generate(str(root), train=2, val=1, size=(48, 48), progress=False)
-    assert not (root / META_FILE).exists() and not list((root / "JPEGImages").glob("*.png"))
-    assert load_meta(str(root)) is VOC_META
+    assert not list((root / "JPEGImages").glob("*.png"))
+    assert load_meta(str(root)).classes == CLASSES[:6] and load_meta(str(root)).image_suffix == ".jpg"
 
 
 def test_the_default_preset_is_voc(make_synthetic):
