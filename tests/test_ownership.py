@@ -23,7 +23,7 @@ import train
 from datasets import class_labels, distance_map, score_labels, simulate_scribbles
 from datasets.check import check_dataset
 from datasets.layout import DatasetError, read_ids, split_path
-from datasets.meta import VOC_META
+from datasets.meta import load_meta
 from models import build_model
 from models.cam import build_cam_net
 from stage1.classifier import CAMTask
@@ -81,9 +81,10 @@ def world(tmp_path_factory, synthetic_root):
                seg)
     cam = tmp / "cam_log" / "last_checkpoint.pth"  # in the classifier's log folder, as train leaves it
     claim_output_dir(str(cam.parent), CAMTask.tool).claim(["last_checkpoint.pth"])
-    torch.save({"state_dict": build_cam_net(18, 20, None, 8).state_dict(), "epoch": 1, "kind": "cam_classifier",
-                "args": {"layers": 18, "output_stride": 8, "logdir": str(cam.parent)},
-                "dataset_meta": VOC_META.to_dict()}, cam)
+    meta = load_meta(str(data))  # the classes the data lists: `label` refuses any other
+    torch.save({"state_dict": build_cam_net(18, meta.num_classes - 1, None, 8).state_dict(), "epoch": 1,
+                "kind": "cam_classifier", "args": {"layers": 18, "output_stride": 8, "logdir": str(cam.parent)},
+                "dataset_meta": meta.to_dict()}, cam)
     return {"tmp": tmp, "data": data, "seg": seg, "cam": cam,
             "val_id": read_ids(split_path(str(data), "val"))[0]}
 
