@@ -178,8 +178,7 @@ def report(doc: dict) -> str:
             s = summary(list(_by(runs, key)[v].values()))
             cells.append(f"{s['mean']:.2f} ± {s['std']:.2f}" if s["n"] > 1 else f"{s['mean']:.2f}")
         lines.append(f"| {LABELS[v]} | {len(_by(runs, FIGURES[0][1])[v])} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired over seeds: mean difference [95 % t interval] (seeds favouring first / second)", "",
-              "| difference | " + " | ".join(name for name, _ in FIGURES[:1] + FIGURES[4:5]) + " |", "|---|---|---|"]
+    rows = []
     for hi, lo in DIFFS:
         cells = []
         for name, key in FIGURES[:1] + FIGURES[4:5]:
@@ -188,7 +187,13 @@ def report(doc: dict) -> str:
             cells.append(f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] ({p['favour_first']} / "
                          f"{p['favour_second']})" if p else "n/a")
         if any(c != "n/a" for c in cells):
-            lines.append(f"| {hi} − {lo} | " + " | ".join(cells) + " |")
+            rows.append(f"| {hi} − {lo} | " + " | ".join(cells) + " |")
+    if rows:
+        lines += ["", "Paired over seeds: mean difference [95 % t interval] (seeds favouring first / second)", "",
+                  "| difference | " + " | ".join(name for name, _ in FIGURES[:1] + FIGURES[4:5]) + " |",
+                  "|---|---|---|"] + rows
+    else:  # one draw per variant: a difference of two draws is not evidence either way
+        lines += ["", "No paired differences: they need two or more seeds run for both variants."]
     pl = doc.get("pseudo_labels")
     if pl:
         lines += ["", "The random-walker pseudo-labels themselves (no network), 3-D on the volumes:", "",
