@@ -211,6 +211,17 @@ def save(doc: dict, path: str) -> None:
         json.dump(doc, f, indent=1)
 
 
+def run_pending(doc: dict, todo: list[tuple[str, int]], path: str, desc: str, one, line) -> None:
+    """Run each pending (variant, seed) with `one(v, s)`, saving the JSON after every run (a
+    killed sweep resumes from it) and printing `line(v, s, run)` under the progress bar."""
+    from tqdm import tqdm
+    for v, s in tqdm(todo, desc=desc, unit="run"):
+        r = one(v, s)
+        doc["runs"].append(r)
+        save(doc, path)
+        tqdm.write(line(v, s, r))
+
+
 def stage1_backbone(out: str, data: str) -> str:
     """Train the quickstart's stage-1 classifier once; export its backbone for --pretrained."""
     path = os.path.join(out, "stage1_backbone.pth")
@@ -298,13 +309,9 @@ def main() -> None:
         backbone = None
         if any(STAGE1 in VARIANTS[v][1] for v, _ in todo):
             backbone = stage1_backbone(out, data)
-        from tqdm import tqdm
-        for v, s in tqdm(todo, desc="ablation runs", unit="run"):
-            r = one_run(v, s, out, data, a.epochs, backbone)
-            doc["runs"].append(r)
-            save(doc, a.json)
-            tqdm.write(f"{LABELS[v]:32s} seed {s}: last {r['miou_last']:.2f}  best {r['miou_best']:.2f}  "
-                       f"({r['wall_s']:.0f} s)")
+        run_pending(doc, todo, a.json, "ablation runs", lambda v, s: one_run(v, s, out, data, a.epochs, backbone),
+                    lambda v, s, r: f"{LABELS[v]:32s} seed {s}: last {r['miou_last']:.2f}  "
+                                    f"best {r['miou_best']:.2f}  ({r['wall_s']:.0f} s)")
     if not doc["runs"]:
         sys.exit(f"{a.json}: no runs yet")
     print(report(doc))

@@ -35,9 +35,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "bench"))
-from ablation import WEIGHTS, machine, paired, pending, run, save, summary  # noqa: E402  (one copy of the statistics)
+sys.path.insert(0, REPO)  # before bench/: `eval` must be the repo's eval.py, not bench/eval.py
+sys.path.insert(1, os.path.join(REPO, "bench"))
+# one copy of the statistics and the sweep loop
+from ablation import WEIGHTS, machine, paired, pending, run, run_pending, save, summary  # noqa: E402
 
 VARIANTS = ["a", "b", "c", "d"]
 LABELS = {"a": "(a) pCE (scribbles only)", "b": "(b) + pseudo CE (random walker)",
@@ -291,13 +292,10 @@ def main(argv=None) -> None:
             doc["pseudo_labels"] = prepare(a.data, a.workers)
             save(doc, a.json)
         todo = pending(doc["runs"], a.first_seed, a.seeds, a.variants)
-        from tqdm import tqdm
-        for v, s in tqdm(todo, desc="acdc runs", unit="run"):
-            r = one_run(v, s, out, a.data, epochs, train, evaluate)
-            doc["runs"].append(r)
-            save(doc, a.json)
-            tqdm.write(f"{LABELS[v]:34s} seed {s}: mean Dice {r['dice_mean']:.2f}  mean HD95 {r['hd95_mean']:.2f}  "
-                       f"(train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s)")
+        run_pending(doc, todo, a.json, "acdc runs", lambda v, s: one_run(v, s, out, a.data, epochs, train, evaluate),
+                    lambda v, s, r: f"{LABELS[v]:34s} seed {s}: mean Dice {r['dice_mean']:.2f}  "
+                                    f"mean HD95 {r['hd95_mean']:.2f}  (train {r['train_s']:.0f} s, "
+                                    f"eval {r['eval_s']:.0f} s)")
     if not doc["runs"]:
         sys.exit(f"{a.json}: no runs yet")
     text = report(doc)

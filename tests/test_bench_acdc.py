@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "bench"))
+sys.path.append(os.path.join(REPO, "bench"))  # last: its eval.py must not shadow the repo's
 import acdc  # noqa: E402
 
 
