@@ -448,13 +448,14 @@ def evaluate(args) -> dict:
         meter_raw.all_reduce()
         extra["without_crf"] = {k: v for k, v in scores(meter_raw.conf).items() if k in ("miou", "pixel_acc")}
     case_text = ""
-    if main_proc and cases is not None:  # every rank's predictions are written (all_reduce above)
+    if cases is not None:  # every rank's predictions are written (all_reduce above); each scores a share
         layout = dataset.layout
-        table = score_cases(cases, lambda i: (read_label(out.path(f"{i}.png")),
-                                              read_label(layout.path("mask", i))), data_meta, progress=True)
-        table.write_csv(out.path("cases.csv"))
-        extra["cases"] = table.summary()
-        case_text = "\n" + table.report(extra["cases"])
+        table = score_cases(cases, lambda i: (read_label(out.path(f"{i}.png")), read_label(layout.path("mask", i))),
+                            data_meta, progress=main_proc, sharded=True)
+        if main_proc:
+            table.write_csv(out.path("cases.csv"))
+            extra["cases"] = table.summary()
+            case_text = "\n" + table.report(extra["cases"])
     if main_proc:
         write_report(args, meter.conf, s, info, extra, class_names, case_text)
         print(authors_report(s) + "\n" + format_report(s, class_names) + case_text, end="")

@@ -127,11 +127,7 @@ def score_labels(root: str, labels: str, split: str = "train", mask_folder: str 
     name = os.path.basename(os.path.normpath(folder))
     if meta.metrics:
         cases = cases_of(root, ids, meta)
-        table = score_cases(cases[dist.rank()::dist.world_size()] if sharded else cases, read, meta, progress)
-        if sharded:  # every rank's case rows, in the split's case order
-            order = {c.name: i for i, c in enumerate(cases)}
-            table.rows = sorted((r for rows in dist.all_gather_object(table.rows) for r in rows),
-                                key=lambda r: order[r[0]])
+        table = score_cases(cases, read, meta, progress, sharded)
         if csv_path:
             table.write_csv(csv_path)
     else:

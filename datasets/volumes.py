@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.meta import DatasetError, DatasetMeta, load_meta
+from utils import dist
 from utils.io import atomic_path
 from utils.metrics import CaseTable, case_scores, scored_classes
 
@@ -121,18 +122,24 @@ def cases_of(root: str, ids: Sequence[str], meta: DatasetMeta | None = None) -> 
 
 
 def score_cases(cases: Sequence[Case], read: Callable[[str], tuple[np.ndarray, np.ndarray]],
-                meta: DatasetMeta, progress: bool = False) -> CaseTable:
+                meta: DatasetMeta, progress: bool = False, sharded: bool = False) -> CaseTable:
     """The description's per-case metrics (utils.metrics) over `cases`, one case in memory at a
     time: each case's (prediction, truth) pairs (`read(id)`) stacked into a volume, scored in 3-D
-    with its spacing (2-D, pixel units, for single images)."""
+    with its spacing (2-D, pixel units, for single images). `sharded` (under torchrun, every rank
+    calls it): each rank scores its share of the cases and every rank gets all the rows, in case
+    order (no rank idles in a collective while one scores them all: NCCL's timeout is 10 min)."""
     known = bool(cases) and all(c.spacing for c in cases)  # one unit for the whole table
     table = CaseTable(meta.classes, scored_classes(meta.num_classes, meta.background),
                       meta.metrics or ("dice", "hd95", "assd"), "mm" if known else "px")
-    for case in tqdm(cases, desc="scoring cases", unit="case", disable=not progress):
+    mine = cases[dist.rank()::dist.world_size()] if sharded else cases
+    for case in tqdm(mine, desc="scoring cases", unit="case", disable=not progress):
         pairs = [read(i) for i in case.ids]
         pred, truth = np.stack([p for p, _ in pairs]), np.stack([t for _, t in pairs])
         spacing = case.spacing if known else None
         if len(case.ids) == 1:  # an image, or a one-slice volume: 2-D, in-plane spacing
             pred, truth, spacing = pred[0], truth[0], spacing and spacing[1:]
         table.add(case.name, case_scores(pred, truth, table.classes, spacing, meta.ignore_index))
+    if sharded:
+        order = {c.name: i for i, c in enumerate(cases)}
+        table.rows = sorted((r for rows in dist.all_gather_object(table.rows) for r in rows), key=lambda r: order[r[0]])
     return table

@@ -125,3 +125,33 @@ def test_eval_scores_volumes_from_its_predictions_with_the_dataset_normalisation
         / torch.tensor(meta.std)[:, None, None]
     want = multi_scale_predict(model, x[None], scales=(1.0,), base_size=44, crop=33)[0].argmax(0)
     np.testing.assert_array_equal(read_label(str(save / "c1_slice_1.png")), want.numpy())
+
+
+def test_torchrun_eval_shares_the_case_scoring_and_writes_the_same_table(acdc_like, tmp_path):
+    """Under torchrun the volumes are scored in shares, one per rank (so none idles in the exit
+    barrier while rank 0 scores them all), and the rows gathered in case order: the same cases.csv
+    as one process."""
+    import socket
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    meta = load_meta(str(acdc_like))
+    torch.manual_seed(1)
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": build_model("deeplabv2", 18, 4, lorm=False).state_dict(), "epoch": 1,
+                "args": {"model_type": "deeplabv2", "layers": 18, "numclasses": 4, "l_lorm": 0.0, "crop_size": 33},
+                "dataset_meta": meta.to_dict()}, ckpt)
+    flags = ["--checkpoint_path", str(ckpt), "--dataset_path", str(acdc_like), "--scales", "1.0", "--workers", "0",
+             "--device", "cpu"]
+    assert evaluation.main(flags + ["--save_path", str(tmp_path / "one")]) == 0
+    with socket.socket() as s:  # a free port: other test runs may use torchrun at the same time
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), os.path.join(repo, "eval.py"), *flags, "--save_path", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repo), cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("per-case scores") == 1  # rank 0 alone reports
+    one, two = ((tmp_path / d / "cases.csv").read_text() for d in ("one", "two"))
+    assert two == one and len(list(csv.reader(one.splitlines()))) == 1 + 2 * 3  # 2 val volumes x 3 structures
