@@ -55,7 +55,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.layout import DEFAULT_FOLDERS, IGNORE_INDEX, SPLIT_DIR
-from datasets.meta import META_FILE, DatasetError, DatasetMeta, MetaError
+from datasets.meta import META_FILE, DatasetError, DatasetMeta, MetaError, write_meta
 from datasets.volumes import VOLUME_INDEX, write_index
 from utils.io import OutputError, atomic_path, report_failures, save_png
 from utils.outputs import claim_output_dir
@@ -356,17 +356,15 @@ def _read_progress(path: str, settings: dict) -> dict[str, dict]:
     return done
 
 
-def _write_yaml(path: str, meta: dict, settings: dict) -> None:
-    import yaml
+def _intensity_note(settings: dict) -> str:
+    """dataset.yaml's comment: how the slices' intensities were made, and what mean / std are."""
     how = ("WSL4MIS's h5 images (already clipped at each volume's 99th percentile, min-max "
            "scaled to 0..1) stored as round(255 * x)" if settings["source"]["kind"] == "wsl4mis" else
            f"each volume clipped at its {settings['clip_percentile']}th intensity percentile "
            f"(numpy inverted_cdf), min-max scaled to 0..1, stored as round(255 * x)")
-    head = (f"# written by python -m datasets.import_volumes\n# intensity: {how}\n"
-            f"# mean / std: of the imported slices (grey: the same for R, G, B; no labels used);\n"
-            f"# delete both lines to normalise with ImageNet's instead\n")
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(head + yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
+    return (f"written by python -m datasets.import_volumes\nintensity: {how}\n"
+            f"mean / std: of the imported slices (grey: the same for R, G, B; no labels used);\n"
+            f"delete both lines to normalise with ImageNet's instead")
 
 
 def import_volumes(source: Source, out: str, classes: Sequence[str], folds: int = 5, fold: int = 1,
@@ -451,8 +449,7 @@ def finish(outdir, cases, done, blocks, groups, fold, meta, settings, failed) ->
                    "image_suffix": ".png", "splits_dir": SPLIT_DIR.replace(os.sep, "/"),
                    "mean": [round(mean, 6)] * 3, "std": [round(max(std, 1e-6), 6)] * 3,
                    "metrics": ["dice", "hd95", "assd"], "volumes": VOLUME_INDEX}
-    DatasetMeta.from_dict(description, "the description written")  # it must read back
-    _write_yaml(outdir.path(META_FILE), description, settings)
+    write_meta(outdir.path(META_FILE), description, _intensity_note(settings))
     return {"cases": len(imported), "failed": failed, "slices": sum(len(done[c]["ids"]) for c in imported),
             "splits": splits, "labelled": labelled, "spacing": all(done[c]["spacing"] for c in imported)}
 

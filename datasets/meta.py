@@ -155,6 +155,18 @@ class DatasetMeta:
                             f"pseudo-labels from elsewhere)")
 
 
+def write_meta(path: str, description: dict, comment: str = "") -> None:
+    """dataset.yaml as the tools that make a dataset write it, atomically: `comment` as '#' lines,
+    then one key a line, values as JSON (which is YAML). It must read back (from_dict)."""
+    import json
+    from utils.io import atomic_path
+    DatasetMeta.from_dict(description, f"the description for {path}")
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [f"{key}: {json.dumps(value)}" for key, value in description.items()]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def _triple(value, key: str, source: str, positive: bool) -> tuple[float, float, float]:
     """mean / std: one number per RGB channel on the 0..1 scale (a grey set repeats its value)."""
     ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(

@@ -95,7 +95,7 @@ from datasets.distance_map import pseudo_distance_map, scribble_distance_map
 from datasets.layout import (
     CLASSES, DEFAULT_FOLDERS, IGNORE_INDEX, PSEUDO_SYNTHETIC, SPLIT_DIR, DatasetError, Layout,
 )
-from datasets.meta import META_FILE, DatasetMeta
+from datasets.meta import META_FILE, DatasetMeta, write_meta
 from datasets.score_labels import LabelScorer
 from utils.io import atomic_path, save_png
 from utils.metrics import ConfusionMeter
@@ -640,14 +640,6 @@ def _write_json(obj: dict, path: str) -> None:
         f.write("\n")
 
 
-def _write_meta(meta: DatasetMeta, path: str, preset: str) -> None:
-    """dataset.yaml (datasets/meta.py's format), one key a line, values as JSON (which is YAML)."""
-    lines = [f"# written by python -m datasets.synthetic --preset {preset}"]
-    lines += [f"{key}: {json.dumps(value)}" for key, value in meta.to_dict().items()]
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-
-
 def dataset_meta(preset: str = DEFAULT_PRESET, num_classes: int | None = None) -> DatasetMeta:
     """The description (dataset.yaml) of a preset's set with K = num_classes foreground classes."""
     p = get_preset(preset)
@@ -697,7 +689,8 @@ def generate(out: str, train: int | None = None, val: int | None = None,
     _write_json(summary, os.path.join(out, MARKER))  # marks `out` as ours before any data lands
     # Every preset describes its own classes, so a network gets one output per class the set
     # has and a report lists only those ("voc": the first K+1 VOC names and colours).
-    _write_meta(meta, os.path.join(out, META_FILE), preset)
+    write_meta(os.path.join(out, META_FILE), meta.to_dict(),
+               f"written by python -m datasets.synthetic --preset {preset}")
     palette = meta.palette_array()
 
     layout = Layout(out, FOLDERS)
